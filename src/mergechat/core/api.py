@@ -1,0 +1,226 @@
+"""The engine's public contract: requests in, events out. Plain data, no torch, no Textual.
+
+The UI and the CLI only ever see these types; the engine thread builds them. Every event is an
+immutable dataclass so it can cross threads safely (the UI wraps them in Textual messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from mergechat.core.dtypes import DType
+
+if TYPE_CHECKING:
+    from mergechat.core.capabilities import Assessment, Capabilities
+    from mergechat.core.fidelity import FidelityReport
+    from mergechat.core.streaming import ReplyStream
+
+Role = Literal["system", "user", "assistant"]
+LoadStage = Literal["inspecting", "probing", "reading", "loading", "casting", "warm-up"]
+FinishReason = Literal["complete", "stopped", "length"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of the conversation as the model sees it."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Generation overrides; None means "use the model's generation_config.json default"."""
+
+    #: 0 means greedy decoding.
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_new_tokens: int = 512
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    #: Prepended as a system message when not empty.
+    system_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What to load: a model folder or ``.gguf`` file, where, and in which precision."""
+
+    path: Path
+    #: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``xpu``.
+    device: str = "auto"
+    #: ``auto`` or one of `DTYPES`.
+    dtype: DType | Literal["auto"] = "auto"
+    trust_remote_code: bool = False
+    #: Context length assumed for the memory-fit check (None: the model's maximum, capped).
+    context_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What is loaded right now, read from the model itself after load or switch."""
+
+    path: Path
+    name: str
+    #: Human label: ``cpu``, ``cuda:0``, ``cuda:0+cpu offload``, ``cuda:0,cuda:1``.
+    device: str
+    #: The dtype of the weights as read from the model's parameters, not the request.
+    dtype: DType
+    #: The dtype the weights have on disk (float32 for a dequantised GGUF file).
+    disk_dtype: DType
+    context_max: int
+    #: Loaded with a device map that spreads or offloads weights (cannot be cast in memory).
+    offloaded: bool = False
+    merge_method: str | None = None
+    #: True when the model had no chat template and a fallback (ChatML) is used.
+    fallback_template: bool = False
+    #: Why this device and dtype were chosen (the detector's reason or "chosen by the user").
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Measures of one reply."""
+
+    prompt_tokens: int
+    new_tokens: int
+    #: Seconds from the request to the first new token.
+    ttft_s: float
+    #: Seconds from the request to the last token.
+    total_s: float
+    #: New tokens after the first, per second of decode time.
+    decode_tokens_per_s: float
+    context_used: int
+    context_max: int
+    dtype: DType
+    device: str
+
+
+class EngineEvent:
+    """Base of everything the engine reports."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class LoadProgress(EngineEvent):
+    """A load step; ``fraction`` is 0..1 over the whole load."""
+
+    stage: LoadStage
+    fraction: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelLoaded(EngineEvent):
+    state: ModelState
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadFailed(EngineEvent):
+    message: str
+    hint: str | None = None
+    #: The model that is still loaded, if a previous one was kept.
+    state: ModelState | None = None
+
+
+@dataclass(frozen=True)
+class ReplyStarted(EngineEvent):
+    request_id: int
+    #: Thread-safe buffer of new token ids; the consumer decodes it in batches.
+    stream: ReplyStream
+    prompt_tokens: int
+    context_max: int
+    #: Older messages dropped to fit the context window (0 when none were).
+    dropped_messages: int = 0
+
+
+@dataclass(frozen=True)
+class ReplyFinished(EngineEvent):
+    request_id: int
+    text: str
+    stats: ReplyStats
+    finish: FinishReason
+
+
+@dataclass(frozen=True)
+class ReplyFailed(EngineEvent):
+    request_id: int
+    message: str
+    partial_text: str = ""
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class SwitchStarted(EngineEvent):
+    source: DType
+    target: DType
+    method: Literal["cast", "reload"]
+
+
+@dataclass(frozen=True)
+class SwitchFinished(EngineEvent):
+    state: ModelState
+    method: Literal["cast", "reload"]
+    seconds: float
+    fidelity: FidelityReport | None = None
+
+
+@dataclass(frozen=True)
+class SwitchFailed(EngineEvent):
+    message: str
+    #: The state the model is in after the failure (the previous precision).
+    state: ModelState | None
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class CapabilitiesReady(EngineEvent):
+    """Detector results; ``assessment`` is set when a model path was given."""
+
+    capabilities: Capabilities
+    assessment: Assessment | None = None
+
+
+@dataclass(frozen=True)
+class EngineNotice(EngineEvent):
+    """A warning or information line meant for the user."""
+
+    message: str
+    level: Literal["info", "warning", "error"] = "warning"
+
+
+EventSink = Callable[[EngineEvent], None]
+
+
+class EngineClient(Protocol):
+    """What the UI and CLI may call; implemented by `Engine` and by test fakes.
+
+    Every method returns at once (it queues a command); results come back as events.
+    """
+
+    def start(self) -> None: ...
+
+    def load(self, request: LoadRequest) -> None: ...
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        *,
+        continue_last: bool = False,
+    ) -> int: ...
+
+    def cancel(self) -> None: ...
+
+    def switch_dtype(self, dtype: DType) -> None: ...
+
+    def detect(self, model_path: Path | None = None, device: str = "auto") -> None: ...
+
+    def shutdown(self, timeout: float = 5.0) -> None: ...
+

@@ -1,0 +1,65 @@
+"""Every path mergechat reads or writes, from platformdirs, each with an environment override."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "mergechat"
+
+#: Environment variables that override the platform's directories (useful for tests and CI).
+ENV_CONFIG_FILE = "MERGECHAT_CONFIG"
+ENV_CONFIG_DIR = "MERGECHAT_CONFIG_DIR"
+ENV_CACHE_DIR = "MERGECHAT_CACHE_DIR"
+ENV_DATA_DIR = "MERGECHAT_DATA_DIR"
+
+
+def _from_env(var: str) -> Path | None:
+    value = os.environ.get(var)
+    return Path(value).expanduser() if value else None
+
+
+def config_dir() -> Path:
+    """Directory of ``config.toml`` and the user's ``themes/``."""
+    return _from_env(ENV_CONFIG_DIR) or Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def config_file() -> Path:
+    """The config file: ``$MERGECHAT_CONFIG`` or ``<config dir>/config.toml``."""
+    return _from_env(ENV_CONFIG_FILE) or config_dir() / "config.toml"
+
+
+def user_themes_dir() -> Path:
+    """Where users drop their own theme files (TOML)."""
+    return config_dir() / "themes"
+
+
+def cache_dir() -> Path:
+    """Cache for probe results and converted models; safe to delete."""
+    return _from_env(ENV_CACHE_DIR) or Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def probe_cache_file() -> Path:
+    """JSON file holding the capability probe results per machine and torch version."""
+    return cache_dir() / "probes.json"
+
+
+def data_dir() -> Path:
+    """Persistent user data (conversation history)."""
+    return _from_env(ENV_DATA_DIR) or Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def builtin_themes_dir() -> Path:
+    """The themes shipped with mergechat: inside the wheel, or ``themes/`` of a source checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "themes"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "themes"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable only by the user; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
