@@ -1,0 +1,298 @@
+"""Inspect a model folder or ``.gguf`` file without loading any weights -> `ModelInfo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mergechat.core.dtypes import DType, normalize_dtype
+from mergechat.core.errors import ModelFolderError
+from mergechat.core.gguf_info import read_gguf_info
+from mergechat.core.merge import read_merge_info, stored_dtype_warning
+from mergechat.core.model_info import ModelInfo, WeightsFormat
+from mergechat.core.safetensors_header import read_header, summarize
+
+_ST_INDEX, _ST_SINGLE = "model.safetensors.index.json", "model.safetensors"
+_BIN_INDEX, _BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
+_CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# Config keys that hold the same fact under different names across architectures.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+_HEAD_KEYS = ("num_attention_heads", "n_head")
+_KV_HEAD_KEYS = ("num_key_value_heads", "n_head_kv", "multi_query_group_num")
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+_WEIGHT_HINT = (
+    "expected model.safetensors, model.safetensors.index.json with its shards, "
+    "pytorch_model.bin, or a single .gguf file"
+)
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """Describe the model at ``path`` (a folder or a ``.gguf`` file) from its files alone.
+
+    Reads config.json, the safetensors headers (never the tensor data), tokenizer and
+    mergekit files. Raises `ModelFolderError` with one clear line when the path is not a
+    usable model; problems that still allow loading become ``ModelInfo.warnings``.
+    """
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise ModelFolderError(
+            f"model path does not exist: {given}",
+            hint="mergechat reads local folders; download a hub model first",
+        )
+    target = given.resolve()
+    if target.is_file():
+        if target.suffix.lower() == ".gguf":
+            return _from_gguf(target, target, folder=None, names=set())
+        raise ModelFolderError(
+            f"not a model: {target} is a file but not a .gguf file",
+            hint="give a model folder (with config.json) or a .gguf file",
+        )
+    try:
+        names = {entry.name for entry in target.iterdir()}
+    except OSError as exc:
+        raise ModelFolderError(f"cannot read {target}: {exc.strerror or exc}") from exc
+    if not names:
+        raise ModelFolderError(f"model folder is empty: {target}")
+    ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+    weights = _find_weights(target, names)
+    if weights is None and ggufs:
+        if len(ggufs) > 1:
+            raise ModelFolderError(
+                f"{target} holds {len(ggufs)} .gguf files ({', '.join(ggufs[:3])}...)",
+                hint="pass the .gguf file to load",
+            )
+        return _from_gguf(target, target / ggufs[0], folder=target, names=names)
+    if "config.json" not in names:
+        raise ModelFolderError(
+            f"not a model folder: no config.json in {target}",
+            hint="a Hugging Face model folder needs config.json; or pass a .gguf file",
+        )
+    config = _read_json(target / "config.json")
+    if weights is None:
+        stray = ", ".join(sorted(n for n in names if n.endswith((".safetensors", ".bin")))[:3])
+        found = f" (found {stray}, which transformers does not load)" if stray else ""
+        raise ModelFolderError(f"no model weights in {target}{found}", hint=_WEIGHT_HINT)
+    return _from_folder(target, names, config, *weights)
+
+
+def _from_folder(
+    folder: Path,
+    names: set[str],
+    config: dict[str, Any],
+    fmt: WeightsFormat,
+    files: tuple[Path, ...],
+    weight_map: dict[str, str],
+) -> ModelInfo:
+    warnings: list[str] = []
+    parameter_count: int | None = None
+    stored: tuple[DType, ...] = ()
+    if fmt == "safetensors":
+        headers = [read_header(f) for f in files]
+        summary = summarize(headers)
+        parameter_count, stored = summary.parameter_count, summary.stored_dtypes
+        held = {h.path.relative_to(folder).as_posix(): {t.name for t in h.tensors} for h in headers}
+        missing = [t for t, shard in weight_map.items() if t not in held.get(shard, ())]
+        if missing:
+            warnings.append(
+                f"{_ST_INDEX} maps {len(missing)} tensor(s) to shards that do not hold them "
+                f"(first: {missing[0]})"
+            )
+    else:
+        warnings.append(
+            f"weights are pickled ({files[0].name}): the parameter count and stored dtype "
+            "are unknown until the model is loaded"
+        )
+
+    raw_dtype = _lookup(config, "dtype", "torch_dtype")
+    declared = normalize_dtype(raw_dtype) if raw_dtype is not None else None
+    if isinstance(raw_dtype, str) and declared is None and raw_dtype != "auto":
+        warnings.append(f"config.json declares dtype {raw_dtype!r}, which mergechat does not run")
+    if declared is not None and stored and stored[0] != declared:
+        mostly = "" if len(stored) == 1 else "mostly "
+        warnings.append(
+            f"config.json declares {declared} but the weights are stored as {mostly}{stored[0]}"
+        )
+    merge = read_merge_info(folder)
+    if merge is not None:
+        warnings.extend(merge.warnings)
+        if stored and (mismatch := stored_dtype_warning(merge, stored[0])):
+            warnings.append(mismatch)
+
+    vocab_size = _int(_lookup(config, "vocab_size"))
+    _check_tokenizer_size(folder / "tokenizer.json", names, vocab_size, warnings)
+    heads = _int(_lookup(config, *_HEAD_KEYS))
+    hidden = _int(_lookup(config, *_HIDDEN_KEYS))
+    head_dim = _int(_lookup(config, "head_dim"))
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads
+    archs = config.get("architectures")
+    archs = archs if isinstance(archs, list) else []
+    model_type = _lookup(config, "model_type")
+    return ModelInfo(
+        path=folder,
+        name=folder.name,
+        model_type=model_type if isinstance(model_type, str) else None,
+        architectures=tuple(a for a in archs if isinstance(a, str)),
+        declared_dtype=declared,
+        stored_dtypes=stored,
+        parameter_count=parameter_count,
+        weights_format=fmt,
+        weight_files=files,
+        weights_bytes_on_disk=sum(f.stat().st_size for f in files),
+        has_tokenizer=_has_tokenizer(names),
+        has_chat_template=_has_chat_template(folder, names, warnings),
+        has_generation_config="generation_config.json" in names,
+        context_length=_int(_lookup(config, *_CONTEXT_KEYS)),
+        vocab_size=vocab_size,
+        num_layers=_int(_lookup(config, *_LAYER_KEYS)),
+        num_kv_heads=_int(_lookup(config, *_KV_HEAD_KEYS)) or heads,
+        head_dim=head_dim,
+        merge=merge,
+        ships_code="auto_map" in config,
+        warnings=tuple(warnings),
+    )
+
+
+def _from_gguf(given: Path, file: Path, folder: Path | None, names: set[str]) -> ModelInfo:
+    info = read_gguf_info(file)
+    merge = read_merge_info(folder) if folder is not None else None
+    warnings: list[str] = list(merge.warnings) if merge is not None else []
+    return ModelInfo(
+        path=given,
+        name=folder.name if folder is not None else file.stem,
+        model_type=info.architecture,
+        architectures=(),
+        declared_dtype=None,
+        # GGUF tensors are dequantised on load, so no stored torch dtype applies.
+        stored_dtypes=(),
+        parameter_count=info.parameter_count,
+        weights_format="gguf",
+        weight_files=(file,),
+        weights_bytes_on_disk=file.stat().st_size,
+        has_tokenizer=info.has_tokenizer or _has_tokenizer(names),
+        has_chat_template=info.has_chat_template
+        or (folder is not None and _has_chat_template(folder, names, warnings)),
+        has_generation_config="generation_config.json" in names,
+        context_length=info.context_length,
+        vocab_size=info.vocab_size,
+        num_layers=info.block_count,
+        num_kv_heads=info.head_count_kv,
+        head_dim=info.head_dim,
+        merge=merge,
+        gguf_file=file,
+        gguf_quantization=info.quantization,
+        warnings=tuple(warnings),
+    )
+
+
+def _find_weights(
+    folder: Path, names: set[str]
+) -> tuple[WeightsFormat, tuple[Path, ...], dict[str, str]] | None:
+    """The weight format, its files (shards in order) and the index's tensor -> shard map."""
+    layouts: tuple[tuple[WeightsFormat, str, str], ...] = (
+        ("safetensors", _ST_INDEX, _ST_SINGLE),
+        ("pytorch-bin", _BIN_INDEX, _BIN_SINGLE),
+    )
+    for fmt, index, single in layouts:
+        # The same order as transformers' from_pretrained: the single file wins over an index.
+        if single in names:
+            return fmt, (folder / single,), {}
+        if index in names:
+            weight_map = _read_weight_map(folder / index)
+            shards = tuple(folder / s for s in sorted(set(weight_map.values())))
+            for shard in shards:
+                if not shard.is_file():
+                    raise ModelFolderError(
+                        f"missing shard {shard.name}: {index} names it but it is not in {folder}",
+                        hint="the download is incomplete; fetch the missing shard",
+                    )
+            return fmt, shards, weight_map
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; `ModelFolderError` naming the file and line otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"cannot read {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelFolderError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path} is not valid: expected a JSON object")
+    return data
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelFolderError(f"{index} has no weight_map of tensors to shard files")
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+def _check_tokenizer_size(
+    path: Path, names: set[str], vocab_size: int | None, warnings: list[str]
+) -> None:
+    """Warn when tokenizer.json can produce ids past the embedding matrix (an index error)."""
+    if vocab_size is None or path.name not in names:
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.append(f"{path.name} cannot be read as JSON ({exc}); the tokenizer may not load")
+        return
+    ids: set[int] = set()
+    model = data.get("model") if isinstance(data, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):
+        ids.update(v for v in vocab.values() if isinstance(v, int))
+    elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
+        ids.update(range(len(vocab)))
+    added = data.get("added_tokens") if isinstance(data, dict) else None
+    for token in added if isinstance(added, list) else ():
+        if isinstance(token, dict) and isinstance(token.get("id"), int):
+            ids.add(token["id"])
+    if ids and max(ids) >= vocab_size:
+        warnings.append(
+            f"the tokenizer has {len(ids)} tokens (ids up to {max(ids)}) but the embedding "
+            f"matrix has only {vocab_size} rows (config.json vocab_size); "
+            "ids past the matrix crash generation"
+        )
+
+
+def _has_tokenizer(names: set[str]) -> bool:
+    files = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"}
+    return bool(names & files) or {"vocab.json", "merges.txt"} <= names
+
+
+def _has_chat_template(folder: Path, names: set[str], warnings: list[str]) -> bool:
+    if any(n in names for n in _CHAT_TEMPLATE_FILES):
+        return True
+    if "tokenizer_config.json" not in names:
+        return False
+    try:
+        template = _read_json(folder / "tokenizer_config.json").get("chat_template")
+    except ModelFolderError as exc:
+        warnings.append(f"{exc.message}; the tokenizer may not load")
+        return False
+    return bool(template)
+
+
+def _lookup(config: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` set in config.json, else in its ``text_config`` (multimodal)."""
+    text_config = config.get("text_config")
+    for scope in (config, text_config if isinstance(text_config, dict) else {}):
+        for key in keys:
+            if scope.get(key) is not None:
+                return scope[key]
+    return None
+
+
+def _int(value: Any) -> int | None:
+    """A positive int, else None (config values can be null, bools or floats)."""
+    positive = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if positive else None
