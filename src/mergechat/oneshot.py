@@ -1,0 +1,269 @@
+"""One-shot mode: load a model on the engine thread, stream one reply to stdout (or JSON), exit.
+
+The main thread never runs torch: it only waits on the engine's events and decodes the token-id
+stream in batches (about every 50 ms), so generation on the engine thread keeps its full speed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from mergechat.core.api import (
+    ChatMessage,
+    EngineClient,
+    EngineEvent,
+    EngineNotice,
+    EventSink,
+    GenerationSettings,
+    LoadFailed,
+    LoadProgress,
+    LoadRequest,
+    ModelLoaded,
+    ModelState,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+)
+from mergechat.core.errors import DeviceUnavailableError, MergechatError
+from mergechat.core.streaming import ReplyStream
+
+EngineFactory = Callable[[EventSink], EngineClient]
+
+#: How often the reply stream is drained and written out.
+DRAIN_INTERVAL_S = 0.05
+#: How long to wait for the engine to confirm a cancel before giving up on the partial reply.
+CANCEL_GRACE_S = 5.0
+EXIT_INTERRUPTED = 130
+
+JSON_KEYS = (
+    "reply",
+    "device",
+    "dtype",
+    "prompt_tokens",
+    "new_tokens",
+    "ttft_s",
+    "decode_tokens_per_s",
+    "total_s",
+)
+
+
+@dataclass(frozen=True)
+class OneShotRequest:
+    """One prompt for one model: what to load, what to ask, and how to print the answer."""
+
+    load: LoadRequest
+    prompt: str
+    settings: GenerationSettings
+    #: Print one JSON object with the reply and its stats instead of streaming text.
+    json_output: bool = False
+
+
+def _default_engine(sink: EventSink) -> EngineClient:
+    from mergechat.core.engine import Engine
+
+    return Engine(sink)
+
+
+def require_device(device: str) -> None:
+    """Raise `DeviceUnavailableError` when an explicitly named accelerator is not on this machine.
+
+    Only device queries, no tensor work (so it may run on the main thread); torch is imported
+    only for an accelerator choice.
+    """
+    kind, _, index = device.partition(":")
+    if kind in ("auto", "cpu"):
+        return
+    import torch
+
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    elif kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        count = xpu.device_count() if xpu is not None and xpu.is_available() else 0
+    else:
+        count = 1 if torch.backends.mps.is_available() else 0
+    if int(index or 0) < count:
+        return
+    label = kind.upper()
+    found = f"{count} {label} device{'s' if count != 1 else ''}" if count else f"no {label} device"
+    raise DeviceUnavailableError(
+        f"device {device} is not available: this machine has {found} (torch {torch.__version__})",
+        "choose --device auto or cpu; `mergechat doctor` lists the devices",
+    )
+
+
+def warn(message: str, err: TextIO | None = None, *, level: str = "warning") -> None:
+    """Write ``mergechat: warning: MESSAGE`` (one line) to stderr."""
+    stream = err or sys.stderr
+    stream.write(f"mergechat: {level}: {' '.join(message.split())}\n")
+    stream.flush()
+
+
+class _Session:
+    """One engine, its event queue, and the output streams of a one-shot run."""
+
+    def __init__(self, request: OneShotRequest, factory: EngineFactory, out: TextIO, err: TextIO):
+        self.request = request
+        self.out = out
+        self.err = err
+        self.events: queue.Queue[EngineEvent] = queue.Queue()
+        self.engine = factory(self.events.put)
+        self._progress_shown = False
+        self._written = ""
+
+    # -- events ---------------------------------------------------------------------------------
+    def _next(self, timeout: float) -> EngineEvent | None:
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(event, EngineNotice):
+            self.clear_progress()
+            warn(event.message, self.err, level="warning" if event.level != "info" else "note")
+            return None
+        return event
+
+    def _show_progress(self, event: LoadProgress) -> None:
+        # Only on a terminal: a redrawn line would be noise in a log file.
+        if not self.err.isatty():
+            return
+        detail = f" {event.detail}" if event.detail else ""
+        self.err.write(f"\r\x1b[Kloading: {event.stage} {event.fraction:.0%}{detail}"[:200])
+        self.err.flush()
+        self._progress_shown = True
+
+    def clear_progress(self) -> None:
+        """Erase the progress line, if one is shown."""
+        if self._progress_shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self._progress_shown = False
+
+    # -- load -----------------------------------------------------------------------------------
+    def load(self) -> ModelState:
+        """Start the engine, load the model, print its warnings; raise on failure."""
+        self.engine.start()
+        self.engine.load(self.request.load)
+        while True:
+            event = self._next(timeout=0.1)
+            if isinstance(event, LoadProgress):
+                self._show_progress(event)
+            elif isinstance(event, ModelLoaded):
+                self.clear_progress()
+                for message in event.warnings:
+                    warn(message, self.err)
+                return event.state
+            elif isinstance(event, LoadFailed):
+                self.clear_progress()
+                raise MergechatError(event.message, event.hint)
+
+    # -- generate -------------------------------------------------------------------------------
+    def _write(self, text: str) -> None:
+        if text and not self.request.json_output:
+            self.out.write(text)
+            self.out.flush()
+        self._written += text
+
+    def generate(self) -> tuple[ReplyFinished | None, bool]:
+        """Stream the reply; return its final event (None if cut short) and whether interrupted."""
+        messages = [ChatMessage("user", self.request.prompt)]
+        request_id = self.engine.generate(messages, self.request.settings)
+        stream: ReplyStream | None = None
+        interrupted = False
+        deadline: float | None = None
+        while True:
+            try:
+                if deadline is not None and time.monotonic() > deadline:
+                    return None, True
+                event = self._next(timeout=DRAIN_INTERVAL_S)
+                if stream is not None:
+                    self._write(stream.drain())
+                if getattr(event, "request_id", request_id) != request_id:
+                    continue  # not this reply's event
+                if isinstance(event, ReplyStarted):
+                    stream = event.stream
+                    if event.dropped_messages:
+                        n = event.dropped_messages
+                        warn(f"{n} message(s) dropped to fit the context window", self.err)
+                elif isinstance(event, ReplyFinished):
+                    self._finish_text(stream, event.text)
+                    return event, interrupted
+                elif isinstance(event, ReplyFailed):
+                    self._finish_text(stream, event.partial_text)
+                    self._end_line()
+                    raise MergechatError(event.message, event.hint)
+            except KeyboardInterrupt:
+                if interrupted:  # a second Ctrl+C: stop waiting for the engine
+                    return None, True
+                interrupted = True
+                self.engine.cancel()
+                deadline = time.monotonic() + CANCEL_GRACE_S
+
+    def _finish_text(self, stream: ReplyStream | None, final: str) -> None:
+        if stream is not None:
+            self._write(stream.drain())
+        # The final text is authoritative; write whatever the stream did not deliver.
+        if final.startswith(self._written):
+            self._write(final[len(self._written) :])
+
+    def _end_line(self) -> None:
+        if self._written and not self._written.endswith("\n") and not self.request.json_output:
+            self.out.write("\n")
+            self.out.flush()
+
+    def print_result(self, finished: ReplyFinished | None) -> None:
+        """End the streamed text with a newline, or print the JSON object."""
+        if not self.request.json_output:
+            self._end_line()
+            return
+        result: dict[str, object] = dict.fromkeys(JSON_KEYS)
+        result["reply"] = finished.text if finished is not None else self._written
+        if finished is not None:
+            stats = finished.stats
+            result.update(
+                device=stats.device,
+                dtype=stats.dtype,
+                prompt_tokens=stats.prompt_tokens,
+                new_tokens=stats.new_tokens,
+                ttft_s=round(stats.ttft_s, 4),
+                decode_tokens_per_s=round(stats.decode_tokens_per_s, 2),
+                total_s=round(stats.total_s, 4),
+            )
+        self.out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+
+def run_oneshot(
+    request: OneShotRequest,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    engine_factory: EngineFactory | None = None,
+) -> int:
+    """Answer one prompt; return the exit code (0, or 130 when interrupted with Ctrl+C).
+
+    Raises `MergechatError` when the model fails to load or the reply fails.
+    """
+    session = _Session(
+        request, engine_factory or _default_engine, out or sys.stdout, err or sys.stderr
+    )
+    # A load cannot be cancelled: after Ctrl+C, do not wait for it (the thread is a daemon).
+    shutdown_timeout = 5.0
+    try:
+        try:
+            session.load()
+        except KeyboardInterrupt:
+            session.clear_progress()
+            shutdown_timeout = 0.2
+            return EXIT_INTERRUPTED
+        finished, interrupted = session.generate()
+        session.print_result(finished)
+        return EXIT_INTERRUPTED if interrupted else 0
+    finally:
+        session.engine.shutdown(timeout=shutdown_timeout)
