@@ -1,0 +1,256 @@
+"""`MergechatApp`: paints at once, builds the engine off the UI thread, routes its events.
+
+No torch/transformers import here (a test enforces it): the engine module is imported by a worker
+thread after the first frame, and the UI only sees `mergechat.core.api` types.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Textual reads its frame-rate cap when it is first imported. At 120 fps a keypress waits half as
+# long for the next screen update while a reply streams (keypress-to-screen p50 17 -> 9 ms,
+# p95 56 -> 40 ms measured with bench/input_latency.py). A user's own TEXTUAL_FPS wins.
+os.environ.setdefault("TEXTUAL_FPS", "120")
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import BindingType
+from textual.screen import Screen
+from textual.theme import Theme
+
+from mergechat.core.api import (
+    CapabilitiesReady,
+    EngineEvent,
+    LoadRequest,
+    ModelState,
+)
+from mergechat.core.config import load_config, remember_model, save_config
+from mergechat.core.dtypes import DType
+from mergechat.core.errors import MergechatError
+from mergechat.ui.bindings import APP_BINDINGS, help_rows, unknown_keymap_ids
+from mergechat.ui.commands import MergechatCommands
+from mergechat.ui.engine_events import EngineEventRouter
+from mergechat.ui.engine_proxy import DeferredEngine
+from mergechat.ui.messages import EngineEventMessage, EngineReady, EngineStartFailed
+from mergechat.ui.options import AppOptions
+from mergechat.ui.runtime import EngineFactory, freeze_long_lived_objects, real_engine
+from mergechat.ui.screens.chat import ChatScreen
+from mergechat.ui.start_config import effective_config, load_request
+from mergechat.ui.themes import register_themes, resolve_theme_name
+from mergechat.ui.verdicts import precision_verdicts
+from mergechat.ui.widgets.status_bar import StatusInfo
+
+if TYPE_CHECKING:
+    from mergechat.ui.screens.settings import SettingsResult
+
+
+class MergechatApp(App[int]):
+    """The full-screen chat client. ``engine_factory`` is called on a worker thread."""
+
+    # Absolute, so subclasses defined elsewhere (tests, benchmarks) find it too.
+    CSS_PATH = Path(__file__).parent / "styles" / "app.tcss"
+    TITLE = "mergechat"
+    BINDINGS: ClassVar[list[BindingType]] = list(APP_BINDINGS)
+    COMMANDS: ClassVar[set[Any]] = {MergechatCommands}
+
+    def __init__(
+        self,
+        options: AppOptions | None = None,
+        *,
+        engine_factory: EngineFactory | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.options = options or AppOptions()
+        self._engine_factory = engine_factory or real_engine
+        self._config_path = config_path
+        #: What the config file holds (saved back); `config` adds the command line's values.
+        self.file_config, problems = load_config(config_path)
+        self.config, option_problems = effective_config(self.file_config, self.options)
+        self._problems = [*problems, *option_problems]
+        self.engine = DeferredEngine()
+        self.model_state: ModelState | None = None
+        self.capabilities: CapabilitiesReady | None = None
+        path = self.options.model_path
+        # The first frame already says what is coming: the model's name and "loading".
+        first = StatusInfo("loading", model=Path(path).name) if path else StatusInfo("no model")
+        self.chat = ChatScreen(self.engine, lambda: self.config.generation, first)
+        self._startup_theme = ""
+        self.events = EngineEventRouter(self)
+
+    def get_default_screen(self) -> Screen[Any]:
+        return self.chat
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        problems = list(self._problems)
+        problems += register_themes(self)
+        theme, problem = resolve_theme_name(self.available_themes, self.config.theme)
+        problems += [problem] if problem else []
+        self._startup_theme = theme
+        self.theme = theme
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self.set_keymap(self.config.keymap)
+        for text in problems:
+            self.notify(text, title="Settings", severity="warning", timeout=10)
+
+    def on_ready(self) -> None:
+        # The first frame is on screen: now start the engine (its import takes seconds).
+        freeze_long_lived_objects()
+        self._build_engine()
+        if self.config.keymap:
+            # Checking the ids imports every screen module: not while the first frame is written.
+            self.set_timer(0.5, self._check_keymap)
+        if self.options.model_path is not None:
+            self._load(load_request(self.config))
+        else:
+            self.chat.set_phase("no model")
+            self.action_settings()
+
+    def _check_keymap(self) -> None:
+        for binding_id in unknown_keymap_ids(self.config.keymap):
+            self.notify(
+                f"keymap: no key binding has the id {binding_id!r}; ignored",
+                title="Settings",
+                severity="warning",
+                timeout=10,
+            )
+
+    @work(thread=True, exclusive=True, group="engine-start", exit_on_error=False)
+    def _build_engine(self) -> None:
+        # Off the UI thread and after the first frame: what the first reply will need.
+        from textual.widgets import Markdown  # noqa: F401
+
+        try:
+            engine = self._engine_factory(self._sink)
+            engine.start()
+        except Exception as error:  # report, keep the app usable (settings, help, quit)
+            self.post_message(EngineStartFailed(f"{type(error).__name__}: {error}"))
+            return
+        self.post_message(EngineReady(engine))
+
+    def _sink(self, event: EngineEvent) -> None:
+        # Called on the engine thread; post_message is thread-safe.
+        self.post_message(EngineEventMessage(event))
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        self.engine.attach(message.engine)
+
+    def on_engine_start_failed(self, message: EngineStartFailed) -> None:
+        self.chat.load_progress.hide()
+        self.chat.set_phase("error")
+        self.notify(message.message, title="The engine did not start", severity="error", timeout=30)
+
+    def _load(self, request: LoadRequest) -> None:
+        if self.chat.conversation.busy:
+            self.engine.cancel()
+        self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=request.path.name)
+        self.chat.load_progress.show_progress("starting", 0.0, str(request.path))
+        self.engine.load(request)
+
+    def on_unmount(self) -> None:
+        self.engine.shutdown(timeout=1.0)
+
+    # -- engine events ----------------------------------------------------------------------------
+    def on_engine_event_message(self, message: EngineEventMessage) -> None:
+        self.events.dispatch(message.event)
+
+    def remember_loaded_model(self, state: ModelState) -> None:
+        """Put the model that just loaded first in the recent list and save the config."""
+        self.file_config = remember_model(self.file_config, state.path)
+        self.config = replace(self.config, recent_models=self.file_config.recent_models)
+        self._save_config()
+
+    # -- actions ----------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("settings", "precision", "help"):
+            return self.screen is self.chat
+        return True
+
+    def action_help(self) -> None:
+        """Show every key (with the user's keymap applied)."""
+        from mergechat.ui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(help_rows(self.config.keymap)))
+
+    def action_settings(self) -> None:
+        """Open the settings screen; applying it reloads or switches as needed."""
+        from mergechat.ui.screens.settings import SettingsScreen
+
+        screen = SettingsScreen(
+            self.config, self.engine, self.model_state, config_path=self._config_path
+        )
+        self.push_screen(screen, self._on_settings_closed)
+
+    def _on_settings_closed(self, result: SettingsResult | None) -> None:
+        if result is None:
+            return
+        # The settings screen saved it; from now on it is both the file's and this run's config.
+        self.config = self.file_config = result.config
+        if result.reload:
+            if not result.config.model.path:
+                self.notify("Choose a model path first.", severity="warning")
+                return
+            self._load(load_request(self.config))
+        elif result.switch_dtype is not None:
+            self.switch_precision(result.switch_dtype)
+
+    def action_precision(self) -> None:
+        """Open the precision menu for the loaded model."""
+        from mergechat.ui.screens.precision import PrecisionScreen
+
+        state = self.model_state
+        if state is None:
+            self.notify("No model is loaded: press F2 to choose one.", severity="warning")
+            return
+        verdicts = precision_verdicts(self.capabilities, state.device)
+        self.push_screen(PrecisionScreen(state.dtype, verdicts), self._on_precision_chosen)
+
+    def _on_precision_chosen(self, dtype: DType | None) -> None:
+        if dtype is not None:
+            self.switch_precision(dtype)
+
+    def switch_precision(self, dtype: DType) -> None:
+        """Switch the loaded model to ``dtype`` (the conversation stays)."""
+        state = self.model_state
+        if state is None:
+            self.notify("No model is loaded: press F2 to choose one.", severity="warning")
+        elif self.chat.phase != "ready":
+            self.notify(f"Cannot switch while {self.chat.phase}.", severity="warning")
+        elif dtype == state.dtype:
+            self.notify(f"The weights are already {dtype}.")
+        else:
+            self.chat.set_phase("switching")
+            self.engine.switch_dtype(dtype)
+
+    async def action_quit(self) -> None:
+        """Quit with exit code 0 (the terminal is restored by Textual)."""
+        self.exit(0)
+
+    # -- config -----------------------------------------------------------------------------------
+    def _on_theme_changed(self, theme: Theme) -> None:
+        # The first signal may be the start-up theme being applied: not a user choice to save.
+        startup, self._startup_theme = self._startup_theme, ""
+        if theme.name in (self.file_config.theme, startup):
+            return
+        self.config = replace(self.config, theme=theme.name)
+        self.file_config = replace(self.file_config, theme=theme.name)
+        self._save_config()
+
+    def _save_config(self) -> None:
+        try:
+            save_config(self.file_config, self._config_path)
+        except MergechatError as error:
+            self.notify(str(error), title="Settings not saved", severity="error")
+
+
+def run_app(options: AppOptions) -> int:
+    """Run the app until the user quits; return the exit code (0 after ctrl+q)."""
+    app = MergechatApp(options)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,93 @@
+"""Every key binding of the app, each with an id (for the `[keymap]` config) and a description."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+from textual.binding import Binding
+from textual.dom import DOMNode
+
+from mergechat.ui.widgets.prompt_input import PromptInput
+
+#: App-wide keys (the app disables the ones that open screens while another screen is on top).
+APP_BINDINGS: Final[list[Binding]] = [
+    Binding("f1", "help", "Help", id="help"),
+    Binding("f2", "settings", "Settings", id="settings"),
+    Binding("ctrl+t,f3", "precision", "Precision", id="precision"),
+    # Not in the footer: Textual shows the palette key at the footer's right end already.
+    Binding(
+        "ctrl+p", "command_palette", "Commands", show=False, priority=True, id="command_palette"
+    ),
+    Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+]
+
+#: Keys of the chat screen.
+CHAT_BINDINGS: Final[list[Binding]] = [
+    Binding("escape", "stop", "Stop", id="stop"),
+    # Priority so that the prompt's "copy" does not swallow it while a reply streams.
+    Binding("ctrl+c", "interrupt", "Stop reply", show=False, priority=True, id="interrupt"),
+    Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
+    Binding("ctrl+o", "continue_reply", "Continue", id="continue"),
+    Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
+]
+
+_SCREEN_PACKAGE = "mergechat.ui.screens"
+
+
+def main_bindings() -> list[Binding]:
+    """The prompt's, the chat screen's and the app's bindings, in help-screen order."""
+    prompt = [b for b in PromptInput.BINDINGS if isinstance(b, Binding)]
+    return [*prompt, *CHAT_BINDINGS, *APP_BINDINGS]
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def dialog_bindings() -> list[tuple[str, Binding]]:
+    """(screen name, binding) of every other mergechat screen or widget with binding ids.
+
+    Imports every module of `mergechat.ui.screens` (call it after the first frame).
+    """
+    package = importlib.import_module(_SCREEN_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{_SCREEN_PACKAGE}.{module.name}")
+    main = {id(b) for b in main_bindings()}
+    found: list[tuple[str, Binding]] = []
+    seen: set[type] = set()
+    for cls in _subclasses(DOMNode):
+        if cls in seen or not cls.__module__.startswith("mergechat."):
+            continue
+        seen.add(cls)
+        for binding in cls.__dict__.get("BINDINGS", []):
+            if isinstance(binding, Binding) and binding.id and id(binding) not in main:
+                found.append((cls.__name__.removesuffix("Screen"), binding))
+    return found
+
+
+def unknown_keymap_ids(keymap: Mapping[str, str]) -> list[str]:
+    """Keymap entries that name no binding (reported to the user, then ignored by Textual)."""
+    known = {b.id for b in main_bindings()} | {b.id for _, b in dialog_bindings()}
+    return sorted(key for key in keymap if key not in known)
+
+
+def _keys(binding: Binding, keymap: Mapping[str, str]) -> str:
+    keys = keymap.get(binding.id, binding.key) if binding.id else binding.key
+    return ", ".join(k.strip() for k in keys.split(","))
+
+
+def help_rows(keymap: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(keys, description) for the help screen, with the user's keymap applied."""
+    rows = [(_keys(b, keymap), b.description) for b in main_bindings()]
+    rows += [
+        (_keys(b, keymap), f"{owner}: {b.description}")
+        for owner, b in dialog_bindings()
+        if b.description
+    ]
+    return rows

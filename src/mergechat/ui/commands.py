@@ -1,0 +1,82 @@
+"""The command palette's provider: every app action by name (send, stop, precision, theme ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from mergechat.core.dtypes import DTYPES
+
+if TYPE_CHECKING:
+    from mergechat.ui.app import MergechatApp
+
+
+@dataclass(frozen=True)
+class PaletteCommand:
+    """One palette entry."""
+
+    name: str
+    help: str
+    callback: Callable[[], Any]
+
+
+def palette_commands(app: MergechatApp) -> list[PaletteCommand]:
+    """Every action the palette offers, in discovery order."""
+    chat = app.chat
+    commands = [
+        PaletteCommand("Send", "Send the text in the prompt", chat.action_send),
+        PaletteCommand("Stop reply", "Stop the reply that is streaming", chat.action_stop),
+        PaletteCommand(
+            "Regenerate", "Drop the last reply and generate it again", chat.action_regenerate
+        ),
+        PaletteCommand(
+            "Continue reply",
+            "Continue a reply cut off by max_new_tokens or a stop",
+            chat.action_continue_reply,
+        ),
+        PaletteCommand("New chat", "Clear the conversation", chat.action_new_chat),
+        PaletteCommand(
+            "Settings", "Model, device, precision and generation settings", app.action_settings
+        ),
+        PaletteCommand(
+            "Precision menu", "Choose the precision the weights run in", app.action_precision
+        ),
+    ]
+    commands += [
+        PaletteCommand(
+            f"Precision: {dtype}",
+            f"Switch the loaded model to {dtype}",
+            partial(app.switch_precision, dtype),
+        )
+        for dtype in DTYPES
+    ]
+    commands += [
+        PaletteCommand("Theme", "Choose a colour theme", app.action_change_theme),
+        PaletteCommand("Help", "Show every key", app.action_help),
+        PaletteCommand("Quit", "Quit mergechat", app.action_quit),
+    ]
+    return commands
+
+
+class MergechatCommands(Provider):
+    """Offers `palette_commands`; fuzzy-matched on the command name."""
+
+    def _commands(self) -> list[PaletteCommand]:
+        return palette_commands(cast("MergechatApp", self.app))
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            yield DiscoveryHit(command.name, command.callback, help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self._commands():
+            score = matcher.match(command.name)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(command.name), command.callback, help=command.help
+                )

@@ -1,0 +1,248 @@
+"""`ChatScreen`: conversation, prompt, load progress and status bar; sends, stops, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from textual.actions import SkipAction
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from mergechat.core.api import (
+    ChatMessage,
+    EngineClient,
+    GenerationSettings,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+)
+from mergechat.ui.bindings import CHAT_BINDINGS
+from mergechat.ui.conversation import Conversation, ReplyKind
+from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
+from mergechat.ui.widgets.conversation_view import ConversationView
+from mergechat.ui.widgets.load_progress import LoadProgress
+from mergechat.ui.widgets.prompt_input import PromptInput
+from mergechat.ui.widgets.status_bar import Phase, StatusBar, StatusInfo
+
+#: Why a prompt cannot be sent in each non-ready phase (the text stays in the input).
+_NOT_READY: dict[Phase, str] = {
+    "starting": "The model is still loading; your text stays in the input.",
+    "loading": "The model is still loading; your text stays in the input.",
+    "switching": "Precision is being switched; send again in a moment.",
+    "generating": "A reply is streaming; press Esc to stop it first.",
+    "no model": "No model is loaded: press F2 to choose one.",
+    "error": "No model is loaded: press F2 to choose one.",
+}
+
+
+class ChatScreen(Screen[None]):
+    """The main screen. The app routes reply events here (`reply_started` and friends)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = list(CHAT_BINDINGS)
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        settings: Callable[[], GenerationSettings],
+        status: StatusInfo | None = None,
+    ) -> None:
+        """``settings`` gives each request's generation settings; ``status`` is what the status
+        bar shows in the first frame."""
+        super().__init__()
+        self.engine = engine
+        self._initial_status = status or StatusInfo()
+        self._settings = settings
+        self.conversation = Conversation()
+        self._reply: AssistantMessage | None = None
+        self._prompt_tokens = 0
+
+    def compose(self) -> ComposeResult:
+        yield ConversationView(id="conversation")
+        yield LoadProgress(id="load-progress")
+        yield PromptInput(id="prompt", placeholder="Message (Enter sends, ctrl+j newline)")
+        yield StatusBar(self._initial_status, id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.prompt.focus()
+
+    # -- widgets ----------------------------------------------------------------------------------
+    @property
+    def prompt(self) -> PromptInput:
+        """The prompt input."""
+        return self.query_one(PromptInput)
+
+    @property
+    def status(self) -> StatusBar:
+        """The status bar."""
+        return self.query_one(StatusBar)
+
+    @property
+    def view(self) -> ConversationView:
+        """The conversation view."""
+        return self.query_one(ConversationView)
+
+    @property
+    def load_progress(self) -> LoadProgress:
+        """The load progress bar."""
+        return self.query_one(LoadProgress)
+
+    @property
+    def phase(self) -> Phase:
+        """The state shown in the status bar; it decides what may be sent."""
+        return self.status.info.phase
+
+    def set_phase(self, phase: Phase, **changes: Any) -> None:
+        """Set the phase (and other status fields) and refresh which keys are active."""
+        self.status.update_info(phase=phase, **changes)
+        self.refresh_bindings()
+
+    # -- bindings ---------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.conversation.busy
+        if action == "continue_reply":
+            return self.conversation.can_continue
+        if action == "regenerate":
+            return True if self.conversation.can_regenerate else None
+        return True
+
+    def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        message.stop()
+        self.action_send()
+
+    def action_send(self) -> None:
+        """Send the prompt's text as a new user turn."""
+        text = self.prompt.text
+        if not text.strip():
+            return
+        if self.phase != "ready":
+            self.notify(_NOT_READY.get(self.phase, "Not ready."), severity="warning")
+            return
+        self.prompt.accept()
+        messages = self.conversation.add_user(text)
+        self._launch(messages, "new", text)
+
+    def action_stop(self) -> None:
+        """Stop the reply in flight; its partial text is kept and marked stopped."""
+        if not self.conversation.busy:
+            return
+        self.engine.cancel()
+        if self._reply is not None:
+            self._reply.set_footer("stopping…")
+
+    def action_interrupt(self) -> None:
+        """ctrl+c: stop a streaming reply; otherwise copy a selection or say how to quit."""
+        if self.conversation.busy:
+            self.action_stop()
+            return
+        if self.focused is self.prompt and self.prompt.selected_text:
+            raise SkipAction()  # let the prompt copy the selection
+        self.notify("ctrl+c does not quit: press ctrl+q to quit.", title="Quit?")
+
+    def action_regenerate(self) -> None:
+        """Drop the last reply and ask for a new one."""
+        if not self.conversation.can_regenerate or self.phase != "ready":
+            self.notify("Nothing to regenerate right now.", severity="warning")
+            return
+        self._launch(self.conversation.drop_last_reply(), "regenerate")
+
+    def action_continue_reply(self) -> None:
+        """Continue the last reply where it was cut off (max_new_tokens or a stop)."""
+        if not self.conversation.can_continue or self.phase != "ready":
+            self.notify("The last reply is complete; nothing to continue.", severity="warning")
+            return
+        self._launch(list(self.conversation.messages), "continue")
+
+    def action_new_chat(self) -> None:
+        """Stop any reply and clear the conversation."""
+        if self.conversation.busy:
+            self.engine.cancel()
+        self.conversation.clear()
+        self._reply = None
+        self.run_worker(self.view.clear(), group="chat")
+        phase: Phase = "ready" if self.phase == "generating" else self.phase
+        self.set_phase(phase, tokens_per_s=None, context_used=0)
+
+    def _launch(self, messages: list[ChatMessage], kind: ReplyKind, text: str = "") -> None:
+        # "generating" at once, so a second Enter is refused while the messages mount.
+        self.set_phase("generating", tokens_per_s=None)
+        self.run_worker(self._start(messages, kind, text), group="chat")
+
+    async def _start(self, messages: list[ChatMessage], kind: ReplyKind, text: str) -> None:
+        # The engine is asked only once the reply's widget exists, so its events find it.
+        view = self.view
+        if kind == "new":
+            await view.add_user(text)
+        last = view.last_assistant()
+        if kind == "regenerate" and last is not None:
+            await last.remove()
+        if kind == "continue" and last is not None:
+            self._reply = last
+        else:
+            self._reply = await view.add_assistant()
+        self._reply.set_footer("waiting for the model…")
+        try:
+            request_id = self.engine.generate(
+                messages, self._settings(), continue_last=kind == "continue"
+            )
+        except Exception as error:  # the engine refused the request: say so, stay usable
+            await self._reply.fail(str(error))
+            self._reply = None
+            self.set_phase("ready")
+            self.notify(str(error), title="Could not start the reply", severity="error")
+            return
+        self.conversation.begin(request_id, kind)
+        self.refresh_bindings()
+        view.scroll_end(animate=False)
+
+    # -- engine events (routed here by the app) ---------------------------------------------------
+    def reply_started(self, event: ReplyStarted) -> None:
+        """Start streaming the reply's text into its message."""
+        if not self.conversation.is_current(event.request_id) or self._reply is None:
+            return
+        self._prompt_tokens = event.prompt_tokens
+        self._reply.begin(event.stream)
+        self.status.update_info(context_used=event.prompt_tokens, context_max=event.context_max)
+        if event.dropped_messages:
+            self.notify(
+                f"{event.dropped_messages} older message(s) left out to fit the context window.",
+                severity="warning",
+            )
+
+    def on_assistant_message_progress(self, message: AssistantMessage.Progress) -> None:
+        message.stop()
+        self.status.update_info(
+            tokens_per_s=message.tokens_per_s, context_used=self._prompt_tokens + message.tokens
+        )
+
+    def reply_finished(self, event: ReplyFinished) -> None:
+        """Render the whole reply once and show its stats."""
+        if not self.conversation.is_current(event.request_id):
+            return
+        self.conversation.finish(event.text, event.finish)
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply.finish(event.text, format_footer(event.stats, event.finish))
+        stats = event.stats
+        self.set_phase(
+            "ready",
+            tokens_per_s=stats.decode_tokens_per_s,
+            context_used=stats.context_used,
+            context_max=stats.context_max,
+        )
+
+    def reply_failed(self, event: ReplyFailed) -> None:
+        """Keep any partial text, mark the reply failed and tell the user once."""
+        if not self.conversation.is_current(event.request_id):
+            return
+        self.conversation.fail()
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply.fail(event.message, event.partial_text)
+        self.set_phase("ready")
+        text = f"{event.message} ({event.hint})" if event.hint else event.message
+        self.notify(text, title="Reply failed", severity="error")

@@ -1,0 +1,99 @@
+"""`PrecisionScreen` (ctrl+t / F3): pick float32, bfloat16 or float16 by arrow keys or 1, 2, 3."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from mergechat.core.dtypes import DTYPES, DType
+
+#: Verdict texts that mean "this precision cannot be used here".
+BLOCKING_PREFIXES = ("unsupported", "does not fit")
+_STYLES = {"ok": "$text-success", "slow": "$text-warning"}
+
+
+def is_blocked(verdict: str) -> bool:
+    """True when a verdict text (`ChoiceVerdict.text`) rules the precision out."""
+    return verdict.startswith(BLOCKING_PREFIXES)
+
+
+def _verdict_style(verdict: str) -> str:
+    if is_blocked(verdict):
+        return "$text-error"
+    return _STYLES.get(verdict.split(" ", 1)[0], "$text-muted")
+
+
+class PrecisionScreen(ModalScreen[DType | None]):
+    """Dismisses with the chosen `DType`, or None on Escape. Unusable ones explain why."""
+
+    CSS_PATH = "../styles/precision.tcss"
+    AUTO_FOCUS = "#precision-options"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="precision.cancel"),
+        *(
+            Binding(str(n), f"choose({n - 1})", dtype, show=False, id=f"precision.{dtype}")
+            for n, dtype in enumerate(DTYPES, 1)
+        ),
+    ]
+
+    def __init__(self, current: DType | None, verdicts: Mapping[DType, str]) -> None:
+        super().__init__()
+        self._current = current
+        self._verdicts = dict(verdicts)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="precision-dialog"):
+            yield Static("Precision", id="precision-title")
+            yield OptionList(
+                *(self._option(n, d) for n, d in enumerate(DTYPES, 1)), id="precision-options"
+            )
+            yield Static("", id="precision-notice")
+            yield Static(
+                Content.styled("1-3 or ↑↓ Enter: switch · Esc: cancel", "$text-muted"),
+                id="precision-help",
+            )
+
+    def _option(self, number: int, dtype: DType) -> Option:
+        verdict = self._verdicts.get(dtype, "not measured")
+        current = dtype == self._current
+        prompt = Content.assemble(
+            (f"{number} ", "bold $text-accent"),
+            ("● " if current else "  ", "$text-primary"),
+            (f"{dtype:<9} ", "bold" if current else ""),
+            (verdict, _verdict_style(verdict)),
+            ("  (current)" if current else "", "$text-muted"),
+        )
+        return Option(prompt, id=dtype)
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = DTYPES.index(self._current) if self._current in DTYPES else 0
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.action_choose(event.option_index)
+
+    def action_choose(self, index: int) -> None:
+        """Choose the precision at ``index`` (0: float32, 1: bfloat16, 2: float16)."""
+        dtype = DTYPES[index]
+        self.query_one(OptionList).highlighted = index
+        verdict = self._verdicts.get(dtype, "")
+        if is_blocked(verdict):
+            notice = self.query_one("#precision-notice", Static)
+            notice.update(Content.styled(f"{dtype} cannot be used here: {verdict}", "$text-error"))
+            notice.add_class("-shown")
+            self.app.bell()
+            return
+        self.dismiss(dtype)
+
+    def action_cancel(self) -> None:
+        """Close without switching."""
+        self.dismiss(None)

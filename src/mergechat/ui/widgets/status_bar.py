@@ -1,0 +1,98 @@
+"""`StatusBar`: one always-visible line with the model, device, real precision and live state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from textual.content import Content
+from textual.widgets import Static
+
+from mergechat.core.api import ModelState
+
+Phase = Literal["starting", "no model", "loading", "ready", "generating", "switching", "error"]
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """Everything the status bar shows; each engine event replaces some fields."""
+
+    phase: Phase = "starting"
+    model: str = ""
+    device: str = ""
+    #: The precision read from the loaded model (`ModelState.dtype`), never the request.
+    dtype: str = ""
+    merge_method: str | None = None
+    #: 0..1 while loading.
+    progress: float = 0.0
+    tokens_per_s: float | None = None
+    context_used: int | None = None
+    context_max: int | None = None
+
+    def with_model(self, state: ModelState) -> StatusInfo:
+        """These values with the model fields taken from ``state``."""
+        return replace(
+            self,
+            model=state.name,
+            device=state.device,
+            dtype=state.dtype,
+            merge_method=state.merge_method,
+            context_max=state.context_max,
+        )
+
+    def phase_text(self) -> str:
+        """The state as shown: ``loading 42%``, ``ready``, ``generating`` ..."""
+        if self.phase == "loading":
+            return f"loading {self.progress * 100:.0f}%"
+        return self.phase
+
+
+class StatusBar(Static):
+    """The status line; call `update_info` with the fields that changed."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; }
+    """
+
+    def __init__(self, info: StatusInfo | None = None, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self.info = info or StatusInfo()
+
+    def on_mount(self) -> None:
+        self._render_info()
+
+    def update_info(self, **changes: Any) -> None:
+        """Replace some `StatusInfo` fields and repaint."""
+        self.info = replace(self.info, **changes)
+        self._render_info()
+
+    def set_info(self, info: StatusInfo) -> None:
+        """Replace all fields and repaint."""
+        self.info = info
+        self._render_info()
+
+    def _render_info(self) -> None:
+        for name in ("ready", "generating", "switching", "loading", "error"):
+            self.set_class(self.info.phase == name, f"-{name}")
+        # One line, always: no layout pass needed (this runs on every streamed batch).
+        self.update(self.render_content(self.info), layout=False)
+
+    @staticmethod
+    def render_content(info: StatusInfo) -> Content:
+        """The line for ``info``: parts joined by a separator, empty parts left out."""
+        parts: list[Content] = []
+        if info.model:
+            parts.append(Content.from_markup("[b]$model[/b]", model=info.model))
+        if info.device:
+            parts.append(Content(info.device))
+        if info.dtype:
+            parts.append(Content.from_markup("[b]$dtype[/b]", dtype=info.dtype))
+        parts.append(Content.from_markup("[reverse] $phase [/reverse]", phase=info.phase_text()))
+        if info.tokens_per_s is not None:
+            parts.append(Content(f"{info.tokens_per_s:.1f} tok/s"))
+        if info.context_max:
+            used = info.context_used if info.context_used is not None else 0
+            parts.append(Content(f"ctx {used}/{info.context_max}"))
+        if info.merge_method:
+            parts.append(Content.from_markup("merge: $method", method=info.merge_method))
+        return Content(" ") + Content(" │ ").join(parts)
