@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a model folder's own Python code to run (only for folders you trust)",
     )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="save nothing in the conversation history for this run (app and --prompt)",
+    )
     return parser
 
 
@@ -218,6 +223,7 @@ def app_options_from_args(args: argparse.Namespace) -> AppOptions:
         generation_overrides=generation_overrides(args),
         trust_remote_code=args.trust_remote_code,
         debug=args.debug,
+        no_history=args.no_history,
     )
 
 
@@ -269,8 +275,16 @@ def _run_main(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             settings=generation_settings(args),
             json_output=args.json,
+            record_history=not args.no_history and _history_enabled(),
         )
     )
+
+
+def _history_enabled() -> bool:
+    """The config file's ``[history] enabled`` (its other problems are the app's to report)."""
+    from mergechat.core.config import load_config
+
+    return load_config()[0].history.enabled
 
 
 def _run_app(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ from mergechat.core.api import (
 )
 from mergechat.core.errors import DeviceUnavailableError, MergechatError
 from mergechat.core.streaming import ReplyStream
+from mergechat.oneshot_history import OneShotHistory
+from mergechat.termination import Terminated, terminate_on_signals
 
 EngineFactory = Callable[[EventSink], EngineClient]
 
@@ -62,6 +64,8 @@ class OneShotRequest:
     settings: GenerationSettings
     #: Print one JSON object with the reply and its stats instead of streaming text.
     json_output: bool = False
+    #: Save the prompt and the reply in the conversation history.
+    record_history: bool = True
 
 
 def _default_engine(sink: EventSink) -> EngineClient:
@@ -108,12 +112,21 @@ def warn(message: str, err: TextIO | None = None, *, level: str = "warning") -> 
 class _Session:
     """One engine, its event queue, and the output streams of a one-shot run."""
 
-    def __init__(self, request: OneShotRequest, factory: EngineFactory, out: TextIO, err: TextIO):
+    def __init__(
+        self,
+        request: OneShotRequest,
+        factory: EngineFactory,
+        out: TextIO,
+        err: TextIO,
+        history: OneShotHistory,
+    ):
         self.request = request
         self.out = out
         self.err = err
+        self.history = history
         self.events: queue.Queue[EngineEvent] = queue.Queue()
         self.engine = factory(self.events.put)
+        self.state: ModelState | None = None
         self._progress_shown = False
         self._written = ""
 
@@ -158,6 +171,7 @@ class _Session:
                 self.clear_progress()
                 for message in event.warnings:
                     warn(message, self.err)
+                self.state = event.state
                 return event.state
             elif isinstance(event, LoadFailed):
                 self.clear_progress()
@@ -173,6 +187,8 @@ class _Session:
     def generate(self) -> tuple[ReplyFinished | None, bool]:
         """Stream the reply; return its final event (None if cut short) and whether interrupted."""
         messages = [ChatMessage("user", self.request.prompt)]
+        # Committed before the engine is asked, so no failure or signal can lose the prompt.
+        self.history.begin(self.request.load.path, self.request.prompt)
         request_id = self.engine.generate(messages, self.request.settings)
         stream: ReplyStream | None = None
         interrupted = False
@@ -180,10 +196,12 @@ class _Session:
         while True:
             try:
                 if deadline is not None and time.monotonic() > deadline:
+                    self.history.interrupted(self._written)
                     return None, True
                 event = self._next(timeout=DRAIN_INTERVAL_S)
                 if stream is not None:
                     self._write(stream.drain())
+                    self.history.progress(self._written)
                 if getattr(event, "request_id", request_id) != request_id:
                     continue  # not this reply's event
                 if isinstance(event, ReplyStarted):
@@ -193,9 +211,11 @@ class _Session:
                         warn(f"{n} message(s) dropped to fit the context window", self.err)
                 elif isinstance(event, ReplyFinished):
                     self._finish_text(stream, event.text)
+                    self._record_finished(event)
                     return event, interrupted
                 elif isinstance(event, ReplyFailed):
                     self._finish_text(stream, event.partial_text)
+                    self.history.failed(event.partial_text, event.message)
                     self._end_line()
                     raise MergechatError(event.message, event.hint)
             except KeyboardInterrupt:
@@ -204,6 +224,16 @@ class _Session:
                 interrupted = True
                 self.engine.cancel()
                 deadline = time.monotonic() + CANCEL_GRACE_S
+
+    def _record_finished(self, event: ReplyFinished) -> None:
+        model = self.state.path if self.state is not None else self.request.load.path
+        settings = self.request.settings
+        self.history.finished(event.text, event.finish, event.stats, settings, model)
+
+    def interrupted_by_signal(self) -> None:
+        """Save what the reply has so far (called from the SIGHUP/SIGTERM handler)."""
+        self.history.interrupted(self._written)
+        self.engine.cancel()
 
     def _finish_text(self, stream: ReplyStream | None, final: str) -> None:
         if stream is not None:
@@ -246,24 +276,32 @@ def run_oneshot(
     err: TextIO | None = None,
     engine_factory: EngineFactory | None = None,
 ) -> int:
-    """Answer one prompt; return the exit code (0, or 130 when interrupted with Ctrl+C).
+    """Answer one prompt; return the exit code (0; 130 after Ctrl+C; 128 + N after signal N).
 
-    Raises `MergechatError` when the model fails to load or the reply fails.
+    The exchange is saved in the history unless ``request.record_history`` is false; SIGHUP and
+    SIGTERM save the reply so far before exiting. Raises `MergechatError` when the model fails to
+    load or the reply fails.
     """
-    session = _Session(
-        request, engine_factory or _default_engine, out or sys.stdout, err or sys.stderr
-    )
+    err = err or sys.stderr
+    history = OneShotHistory.open(request.record_history, err)
+    session = _Session(request, engine_factory or _default_engine, out or sys.stdout, err, history)
     # A load cannot be cancelled: after Ctrl+C, do not wait for it (the thread is a daemon).
     shutdown_timeout = 5.0
     try:
-        try:
-            session.load()
-        except KeyboardInterrupt:
-            session.clear_progress()
-            shutdown_timeout = 0.2
-            return EXIT_INTERRUPTED
-        finished, interrupted = session.generate()
-        session.print_result(finished)
-        return EXIT_INTERRUPTED if interrupted else 0
+        with terminate_on_signals(session.interrupted_by_signal):
+            try:
+                session.load()
+            except KeyboardInterrupt:
+                session.clear_progress()
+                shutdown_timeout = 0.2
+                return EXIT_INTERRUPTED
+            finished, interrupted = session.generate()
+            session.print_result(finished)
+            return EXIT_INTERRUPTED if interrupted else 0
+    except Terminated as exc:
+        session.clear_progress()
+        shutdown_timeout = 0.2
+        return 128 + exc.signum
     finally:
+        history.close()
         session.engine.shutdown(timeout=shutdown_timeout)

@@ -21,6 +21,7 @@ from mergechat.core.api import GenerationSettings
 from mergechat.core.config import (
     MAX_RECENT_MODELS,
     Config,
+    HistoryConfig,
     ModelConfig,
     config_to_toml,
     load_config,
@@ -44,6 +45,7 @@ def test_a_missing_file_gives_the_defaults_silently(tmp_path: Path) -> None:
     assert config.model == ModelConfig(path="", device="auto", dtype="auto")
     assert config.generation == GenerationSettings()
     assert (config.theme, config.recent_models, config.keymap) == ("mergechat-dark", [], {})
+    assert config.history == HistoryConfig(enabled=True, resume_last=True)
 
 
 def test_the_default_path_and_the_env_override(
@@ -74,6 +76,7 @@ FULL = Config(
     theme="mergechat-contrast",
     recent_models=["/m/merged", "/m/other [v2]"],
     keymap={"precision": "ctrl+t,f3", "app.quit": "ctrl+q", "new_chat": "ctrl+n"},
+    history=HistoryConfig(enabled=False, resume_last=False),
 )
 
 
@@ -144,7 +147,10 @@ NUMBER = "must be a number"
         ("ui", "recent_models = [1]", "items must be paths", "1"),
         ("keymap", 'quit = ""', "must be key names separated by commas", '""'),
         ("keymap", "quit = 5", "must be key names separated by commas", "5"),
+        ("history", 'enabled = "no"', "must be true or false", '"no"'),
+        ("history", "resume_last = 0", "must be true or false", "0"),
         ("", 'model = "x"', "must be a table", '"x"'),
+        ("", "history = 1", "must be a table", "1"),
     ],
 )
 def test_each_invalid_value_falls_back_and_names_file_line_key_and_reason(
@@ -208,10 +214,22 @@ def test_unreadable_content_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert config == Config() and "cannot read it" in problems[0]
 
 
+def test_the_history_table_round_trips_each_value(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "[history]\nresume_last = false\n")
+    config, problems = load_config(path)
+    assert problems == []
+    assert config.history == HistoryConfig(enabled=True, resume_last=False)
+    for history in (HistoryConfig(False, True), HistoryConfig(True, False), HistoryConfig()):
+        save_config(Config(history=history), path)
+        assert "[history]" in path.read_text()
+        assert load_config(path) == (Config(history=history), [])
+
+
 def test_unknown_keys_and_tables_are_reported_and_ignored(tmp_path: Path) -> None:
     path = write(
         tmp_path / "config.toml",
-        '[model]\npath = "/m"\ncolour = "red"\n[generation]\ntemprature = 0.5\n[extras]\nx = 1\n',
+        '[model]\npath = "/m"\ncolour = "red"\n[generation]\ntemprature = 0.5\n[extras]\nx = 1\n'
+        "[history]\nsave = true\n",
     )
     config, problems = load_config(path)
     assert config.model.path == "/m" and config.generation == GenerationSettings()
@@ -220,6 +238,7 @@ def test_unknown_keys_and_tables_are_reported_and_ignored(tmp_path: Path) -> Non
             f"{path}:6: unknown key 'extras'; ignored",
             f"{path}:3: unknown key 'model.colour'; ignored",
             f"{path}:5: unknown key 'generation.temprature'; ignored",
+            f"{path}:9: unknown key 'history.save'; ignored",
         ]
     )
 
@@ -329,6 +348,10 @@ def test_fuzz_arbitrary_text_never_raises(tmp_path: Path, body: str) -> None:
                 st.one_of(st.integers(), st.floats(), st.text(max_size=4), st.booleans()),
             ),
             "keymap": st.dictionaries(st.text(max_size=6), st.text(max_size=10), max_size=3),
+            "history": st.dictionaries(
+                st.sampled_from(["enabled", "resume_last", "z"]),
+                st.one_of(st.booleans(), st.integers(), st.text(max_size=3)),
+            ),
         },
     )
 )

@@ -29,6 +29,7 @@ MAX_RECENT_MODELS = 10
 _DEVICE_RE = re.compile(r"auto|cpu|mps|(?:cuda|xpu)(?::\d{1,3})?")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_+\-]+")
+_TABLES = ("model", "generation", "ui", "keymap", "history")
 
 
 @dataclass
@@ -46,6 +47,16 @@ class ModelConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """The ``[history]`` table: saving conversations and reopening them."""
+
+    enabled: bool = True
+    """Save every conversation in the history database (``--no-history`` turns it off for a run)."""
+    resume_last: bool = True
+    """At start-up, reopen the last conversation held with the same model (false: a new chat)."""
+
+
+@dataclass
 class Config:
     """Everything ``config.toml`` holds; every field has a safe default."""
 
@@ -59,6 +70,8 @@ class Config:
     """``[ui] recent_models``: absolute model paths, newest first, at most 10."""
     keymap: dict[str, str] = field(default_factory=dict)
     """``[keymap]``: binding id -> comma-separated keys, e.g. ``precision = "ctrl+t,f3"``."""
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    """The ``[history]`` table."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +169,12 @@ class _Reader:
         self.problems: list[str] = []
 
     def read(self, doc: dict[str, Any]) -> Config:
-        model_t, gen_t, ui_t, keymap_t = (
-            self._table(doc, name) for name in ("model", "generation", "ui", "keymap")
-        )
-        self._unknown(doc, "", {"model", "generation", "ui", "keymap"})
+        model_t, gen_t, ui_t, keymap_t, history_t = (self._table(doc, name) for name in _TABLES)
+        self._unknown(doc, "", set(_TABLES))
         self._unknown(model_t, "model", {f.name for f in fields(ModelConfig)})
         self._unknown(gen_t, "generation", set(_GENERATION_RULES))
         self._unknown(ui_t, "ui", {"theme", "recent_models"})
+        self._unknown(history_t, "history", {f.name for f in fields(HistoryConfig)})
         defaults = ModelConfig()
         model = ModelConfig(
             path=self._get(model_t, "model.path", _string, defaults.path),
@@ -180,7 +192,16 @@ class _Reader:
             }
         )
         theme = self._get(ui_t, "ui.theme", _theme_name, DEFAULT_THEME)
-        return Config(model, generation, theme, self._recent(ui_t), self._keymap(keymap_t))
+        history_defaults = HistoryConfig()
+        history = HistoryConfig(
+            **{
+                f.name: self._get(
+                    history_t, f"history.{f.name}", _boolean, getattr(history_defaults, f.name)
+                )
+                for f in fields(HistoryConfig)
+            }
+        )
+        return Config(model, generation, theme, self._recent(ui_t), self._keymap(keymap_t), history)
 
     def _where(self, dotted: str) -> str:
         line = _line_of(self.lines, dotted)
@@ -354,6 +375,10 @@ def config_to_toml(config: Config) -> str:
             out.append(f"{name} = {toml_value(value)}")
     out += ["", "[ui]", f"theme = {toml_value(config.theme)}"]
     out.append(f"recent_models = {toml_value(list(config.recent_models))}")
+    out += ["", "[history]"]
+    out += [
+        f"{f.name} = {toml_value(getattr(config.history, f.name))}" for f in fields(HistoryConfig)
+    ]
     out += ["", "[keymap]"]
     out += [f"{toml_key(k)} = {toml_value(v)}" for k, v in config.keymap.items()]
     return "\n".join(out) + "\n"

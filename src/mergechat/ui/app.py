@@ -32,6 +32,7 @@ from mergechat.core.api import (
 from mergechat.core.config import load_config, remember_model, save_config
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.ui.app_history import AppHistory
 from mergechat.ui.bindings import APP_BINDINGS, help_rows, unknown_keymap_ids
 from mergechat.ui.commands import MergechatCommands
 from mergechat.ui.engine_events import EngineEventRouter
@@ -46,6 +47,7 @@ from mergechat.ui.verdicts import precision_verdicts
 from mergechat.ui.widgets.status_bar import StatusInfo
 
 if TYPE_CHECKING:
+    from mergechat.ui.screens.conversations import ConversationsScreen
     from mergechat.ui.screens.settings import SettingsResult
 
 
@@ -79,7 +81,12 @@ class MergechatApp(App[int]):
         path = self.options.model_path
         # The first frame already says what is coming: the model's name and "loading".
         first = StatusInfo("loading", model=Path(path).name) if path else StatusInfo("no model")
-        self.chat = ChatScreen(self.engine, lambda: self.config.generation, first)
+        self.app_history = AppHistory(self)
+        #: Saves the chat as it goes (its store is opened once the first frame is shown).
+        self.history = self.app_history.history
+        self.chat = ChatScreen(
+            self.engine, lambda: self.config.generation, first, history=self.history
+        )
         self._startup_theme = ""
         self.events = EngineEventRouter(self)
 
@@ -100,7 +107,9 @@ class MergechatApp(App[int]):
             self.notify(text, title="Settings", severity="warning", timeout=10)
 
     def on_ready(self) -> None:
-        # The first frame is on screen: now start the engine (its import takes seconds).
+        # The first frame is on screen: now open the history and start the engine (its import
+        # takes seconds). The first model load, which resumes a conversation, comes after both.
+        self.app_history.open()
         freeze_long_lived_objects()
         self._build_engine()
         if self.config.keymap:
@@ -154,6 +163,7 @@ class MergechatApp(App[int]):
         self.engine.load(request)
 
     def on_unmount(self) -> None:
+        self.app_history.close()
         self.engine.shutdown(timeout=1.0)
 
     # -- engine events ----------------------------------------------------------------------------
@@ -168,9 +178,16 @@ class MergechatApp(App[int]):
 
     # -- actions ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("settings", "precision", "help"):
+        if action in ("settings", "precision", "help", "conversations"):
             return self.screen is self.chat
         return True
+
+    def action_conversations(self) -> None:
+        """List the saved conversations: open, rename or delete them."""
+        self.app_history.show_list()
+
+    def on_conversations_screen_deleted(self, message: ConversationsScreen.Deleted) -> None:
+        self.app_history.deleted(message.conversation_id)
 
     def action_help(self) -> None:
         """Show every key (with the user's keymap applied)."""
@@ -230,6 +247,7 @@ class MergechatApp(App[int]):
 
     async def action_quit(self) -> None:
         """Quit with exit code 0 (the terminal is restored by Textual)."""
+        self.history.close()
         self.exit(0)
 
     # -- config -----------------------------------------------------------------------------------
@@ -252,5 +270,9 @@ class MergechatApp(App[int]):
 def run_app(options: AppOptions) -> int:
     """Run the app until the user quits; return the exit code (0 after ctrl+q)."""
     app = MergechatApp(options)
-    app.run()
+    try:
+        app.run()
+    finally:
+        if app.app_history.exit_watchdog is not None:
+            app.app_history.exit_watchdog.cancel()
     return app.return_code or 0

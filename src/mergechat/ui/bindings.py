@@ -17,6 +17,8 @@ APP_BINDINGS: Final[list[Binding]] = [
     Binding("f1", "help", "Help", id="help"),
     Binding("f2", "settings", "Settings", id="settings"),
     Binding("ctrl+t,f3", "precision", "Precision", id="precision"),
+    # Not in the footer: it is full at 100 columns; F1 and the resume notice name the key.
+    Binding("f4", "conversations", "Conversations", show=False, id="conversations"),
     # Not in the footer: Textual shows the palette key at the footer's right end already.
     Binding(
         "ctrl+p", "command_palette", "Commands", show=False, priority=True, id="command_palette"
@@ -32,6 +34,13 @@ CHAT_BINDINGS: Final[list[Binding]] = [
     Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
     Binding("ctrl+o", "continue_reply", "Continue", id="continue"),
     Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
+    # Priority: the prompt has these keys too (redo, select line), and it almost always has focus.
+    Binding("ctrl+y", "copy_last", "Copy last reply", show=False, priority=True, id="copy_last"),
+    Binding(
+        "f6", "copy_menu", "Copy a message or code block", show=False, priority=True, id="copy_menu"
+    ),
+    # Not ctrl+e: the prompt's end-of-line key, which people type out of habit.
+    Binding("ctrl+s", "export", "Export the conversation", show=False, id="export"),
 ]
 
 _SCREEN_PACKAGE = "mergechat.ui.screens"

@@ -40,6 +40,34 @@ def palette_commands(app: MergechatApp) -> list[PaletteCommand]:
         ),
         PaletteCommand("New chat", "Clear the conversation", chat.action_new_chat),
         PaletteCommand(
+            "Conversations",
+            "Saved conversations: open, rename or delete them",
+            app.action_conversations,
+        ),
+        PaletteCommand(
+            "Copy last reply", "Copy the last reply to the clipboard", chat.action_copy_last
+        ),
+        PaletteCommand(
+            "Copy a message or code block",
+            "Choose a message, or a code block in it, to copy",
+            chat.action_copy_menu,
+        ),
+        PaletteCommand(
+            "Export conversation as Markdown",
+            "Write it to the documents folder, with each reply's model and settings",
+            partial(chat.action_export, "md"),
+        ),
+        PaletteCommand(
+            "Export conversation as JSON",
+            "Write everything stored about it to the documents folder",
+            partial(chat.action_export, "json"),
+        ),
+        PaletteCommand(
+            "Export conversation to a file…",
+            "Choose the file (.json for JSON, otherwise Markdown)",
+            chat.action_export,
+        ),
+        PaletteCommand(
             "Settings", "Model, device, precision and generation settings", app.action_settings
         ),
         PaletteCommand(

@@ -43,6 +43,7 @@ class EngineEventRouter:
     def __init__(self, app: MergechatApp) -> None:
         self.app = app
         self._frozen_after_reply = False
+        self._conversation_opened = False
         chat = app.chat
         self._handlers: dict[type[EngineEvent], Callable[[Any], None]] = {
             LoadProgress: self._load_progress,
@@ -85,6 +86,11 @@ class EngineEventRouter:
         for warning in event.warnings:
             app.notify(warning, severity="warning", timeout=10)
         app.remember_loaded_model(state)
+        chat.use_model(state.path)
+        if not self._conversation_opened:
+            # Only the first model: a later load keeps the conversation on screen.
+            self._conversation_opened = True
+            app.app_history.startup_conversation(state.path)
         # Verdicts for the precision menu: probes are cached, so this is quick after the load.
         app.engine.detect(state.path, device_id(state.device))
 

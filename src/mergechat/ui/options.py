@@ -18,3 +18,5 @@ class AppOptions:
     generation_overrides: Mapping[str, object] = field(default_factory=dict)
     trust_remote_code: bool = False
     debug: bool = False
+    #: Save nothing in the conversation history during this run (``--no-history``).
+    no_history: bool = False

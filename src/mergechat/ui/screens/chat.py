@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -19,13 +20,19 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
+from mergechat.core.history_types import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
+from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
+from mergechat.ui.history_recorder import ChatHistory
 from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
 from mergechat.ui.widgets.conversation_view import ConversationView
 from mergechat.ui.widgets.load_progress import LoadProgress
 from mergechat.ui.widgets.prompt_input import PromptInput
 from mergechat.ui.widgets.status_bar import Phase, StatusBar, StatusInfo
+
+if TYPE_CHECKING:
+    from mergechat.core.export import ExportFormat
 
 #: Why a prompt cannot be sent in each non-ready phase (the text stays in the input).
 _NOT_READY: dict[Phase, str] = {
@@ -48,13 +55,15 @@ class ChatScreen(Screen[None]):
         engine: EngineClient,
         settings: Callable[[], GenerationSettings],
         status: StatusInfo | None = None,
+        history: ChatHistory | None = None,
     ) -> None:
         """``settings`` gives each request's generation settings; ``status`` is what the status
-        bar shows in the first frame."""
+        bar shows in the first frame; ``history`` saves the chat (default: nothing is saved)."""
         super().__init__()
         self.engine = engine
         self._initial_status = status or StatusInfo()
         self._settings = settings
+        self.saver = ChatSaver(history or ChatHistory(None))
         self.conversation = Conversation()
         self._reply: AssistantMessage | None = None
         self._prompt_tokens = 0
@@ -124,6 +133,7 @@ class ChatScreen(Screen[None]):
             return
         self.prompt.accept()
         messages = self.conversation.add_user(text)
+        self.saver.user_message(text)  # committed before the engine is asked
         self._launch(messages, "new", text)
 
     def action_stop(self) -> None:
@@ -158,12 +168,60 @@ class ChatScreen(Screen[None]):
         self._launch(list(self.conversation.messages), "continue")
 
     def action_new_chat(self) -> None:
-        """Stop any reply and clear the conversation."""
+        """Stop any reply and clear the conversation (a new one is saved from its first message)."""
         if self.conversation.busy:
             self.engine.cancel()
+        self.saver.new_chat()  # a reply cut off here is saved as stopped
         self.conversation.clear()
         self._reply = None
         self.run_worker(self.view.clear(), group="chat")
+        phase: Phase = "ready" if self.phase == "generating" else self.phase
+        self.set_phase(phase, tokens_per_s=None, context_used=0)
+
+    # Copy, export and transcript modules are imported when first used: not before the first frame.
+    def action_copy_last(self) -> None:
+        """Copy the last reply to the terminal's clipboard (OSC 52: works over SSH)."""
+        from mergechat.ui import copy_export
+
+        copy_export.copy_last_reply(self.app, self.conversation.messages)
+
+    def action_copy_menu(self) -> None:
+        """Choose a message, or one of its code blocks, to copy."""
+        from mergechat.ui import copy_export
+
+        copy_export.open_copy_menu(self.app, self.conversation.messages)
+
+    def action_export(self, fmt: ExportFormat | None = None) -> None:
+        """Export the conversation: ask for the file, or with ``fmt`` write to the default one."""
+        from mergechat.ui import copy_export
+
+        if fmt is None:
+            copy_export.open_export_dialog(self.app, self.saver.history)
+        else:
+            copy_export.export_conversation(self.app, self.saver.history, fmt)
+
+    # -- history ----------------------------------------------------------------------------------
+    def use_model(self, path: Path) -> None:
+        """Note the model just loaded: new conversations and replies are saved with it."""
+        self.saver.use_model(path)
+
+    def open_conversation(self, conv_id: int) -> None:
+        """Stop any reply and continue saved conversation ``conv_id`` (it becomes the context)."""
+        if self.conversation.busy:
+            self.engine.cancel()
+        self.show_conversation(*self.saver.resume(conv_id))
+
+    def show_conversation(
+        self, messages: list[ChatMessage], saved: SavedConversation | None
+    ) -> None:
+        """Show ``saved`` (replies with their footers); ``messages`` become the model's context."""
+        from mergechat.ui.transcript import resumed_finish, show_transcript
+
+        self.conversation.clear()
+        self.conversation.messages.extend(messages)
+        self.conversation.last_finish = resumed_finish(saved) if saved is not None else None
+        self._reply = None
+        show_transcript(self.view, saved)
         phase: Phase = "ready" if self.phase == "generating" else self.phase
         self.set_phase(phase, tokens_per_s=None, context_used=0)
 
@@ -185,11 +243,12 @@ class ChatScreen(Screen[None]):
         else:
             self._reply = await view.add_assistant()
         self._reply.set_footer("waiting for the model…")
+        settings = self._settings()
+        self.saver.reply_started(kind, settings)
         try:
-            request_id = self.engine.generate(
-                messages, self._settings(), continue_last=kind == "continue"
-            )
+            request_id = self.engine.generate(messages, settings, continue_last=kind == "continue")
         except Exception as error:  # the engine refused the request: say so, stay usable
+            self.saver.failed("", str(error))
             await self._reply.fail(str(error))
             self._reply = None
             self.set_phase("ready")
@@ -206,6 +265,7 @@ class ChatScreen(Screen[None]):
             return
         self._prompt_tokens = event.prompt_tokens
         self._reply.begin(event.stream)
+        self.saver.streaming(event.stream)
         self.status.update_info(context_used=event.prompt_tokens, context_max=event.context_max)
         if event.dropped_messages:
             self.notify(
@@ -215,6 +275,7 @@ class ChatScreen(Screen[None]):
 
     def on_assistant_message_progress(self, message: AssistantMessage.Progress) -> None:
         message.stop()
+        self.saver.progress()
         self.status.update_info(
             tokens_per_s=message.tokens_per_s, context_used=self._prompt_tokens + message.tokens
         )
@@ -224,6 +285,7 @@ class ChatScreen(Screen[None]):
         if not self.conversation.is_current(event.request_id):
             return
         self.conversation.finish(event.text, event.finish)
+        self.saver.finished(event)
         reply, self._reply = self._reply, None
         if reply is not None:
             reply.finish(event.text, format_footer(event.stats, event.finish))
@@ -240,6 +302,7 @@ class ChatScreen(Screen[None]):
         if not self.conversation.is_current(event.request_id):
             return
         self.conversation.fail()
+        self.saver.failed(event.partial_text, event.message)
         reply, self._reply = self._reply, None
         if reply is not None:
             reply.fail(event.message, event.partial_text)

@@ -94,6 +94,8 @@ class SettingsScreen(Screen[SettingsResult | None]):
         self._inspected: str | None = None
         self._pending = 0
         self._timer: Timer | None = None
+        #: A dismissal asked for before the screen finished mounting (held until it has).
+        self._early_result: tuple[SettingsResult | None] | None = None
 
     def compose(self) -> ComposeResult:
         model, recent = self._config.model, self._config.recent_models
@@ -160,6 +162,21 @@ class SettingsScreen(Screen[SettingsResult | None]):
             self._update_devices()
         self._refresh_detector()
         self._settle()
+        if self._early_result is not None:
+            # Queued behind the rest of the mount, so every child has finished mounting.
+            self.call_later(self._close, self._early_result[0])
+
+    def _close(self, result: SettingsResult | None) -> None:
+        """Dismiss with ``result``; before the screen is mounted, as soon as it is.
+
+        Popping the screen while its widgets are still mounting prunes them under their own
+        mount handlers (Textual's Select then fails with ``NoMatches '#label'``), as when Escape
+        arrives right after F2.
+        """
+        if self.is_mounted:
+            self.dismiss(result)
+        else:
+            self._early_result = (result,)
 
     # -- detection ----------------------------------------------------------------------------
     def _path_value(self) -> str:
@@ -302,10 +319,12 @@ class SettingsScreen(Screen[SettingsResult | None]):
     # -- apply --------------------------------------------------------------------------------
     def action_cancel(self) -> None:
         """Leave without changing anything."""
-        self.dismiss(None)
+        self._close(None)
 
     def action_apply(self) -> None:
         """Validate every field, confirm a slow or risky choice, save, and dismiss."""
+        if not self.is_mounted:
+            return  # the fields are not there to read yet
         generation, invalid = self.query_one(GenerationForm).read()
         path_text = self._path_value()
         if path_text and not Path(path_text).expanduser().exists():
@@ -351,4 +370,4 @@ class SettingsScreen(Screen[SettingsResult | None]):
             save_config(new, self._config_path)
         except MergechatError as exc:
             self.notify(f"{exc}; applied for this session only", severity="error", markup=False)
-        self.dismiss(SettingsResult(new, reload=reload, switch_dtype=switch))
+        self._close(SettingsResult(new, reload=reload, switch_dtype=switch))
