@@ -1,0 +1,275 @@
+"""Load a model and its tokenizer on the engine thread, with real progress and a NaN/inf guard."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mergechat.core.api import LoadProgress, LoadRequest, LoadStage, ModelState
+from mergechat.core.capabilities import Recommendation
+from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
+from mergechat.core.errors import MergechatError, ModelFolderError
+from mergechat.core.fidelity import probe_logits
+from mergechat.core.model_info import ModelInfo
+
+Progress = Callable[[LoadProgress], None]
+
+_CHUNK = 16 * 1024 * 1024
+_GIB = 1024**3
+#: Start of each stage on the 0..1 progress scale; reading weights spans 0.10..0.60.
+_STAGE_START: dict[LoadStage, float] = {
+    "inspecting": 0.0,
+    "probing": 0.04,
+    "reading": 0.10,
+    "loading": 0.60,
+    "casting": 0.85,
+    "warm-up": 0.92,
+}
+_WARMUP_TEXT = "Hello! 1 2 3"
+
+
+@dataclass
+class LoadedModel:
+    """What the engine holds for the loaded model (engine thread only; mutable on purpose)."""
+
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+    state: ModelState
+    #: Where and how it was placed; a reload for a precision switch reuses it.
+    recommendation: Recommendation
+    trust_remote_code: bool
+    #: True while the weights hold exactly the values stored on disk (no lossy cast happened).
+    exact: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load(
+    request: LoadRequest,
+    *,
+    probe_cache: Path | None,
+    progress: Progress,
+    release_previous: Callable[[], None],
+) -> LoadedModel:
+    """Inspect, assess, pre-read and load ``request``; raise on any failure.
+
+    ``release_previous`` is called once the request has passed every check that needs no
+    weights, so a bad path or device keeps the previous model while a real load frees its memory.
+    """
+    from mergechat.core import inspect, policy, probe
+
+    progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
+    info = inspect.inspect_model(request.path)
+    if not info.has_tokenizer and info.weights_format != "gguf":
+        raise ModelFolderError(
+            f"no tokenizer files in {info.path}",
+            hint="copy tokenizer.json and tokenizer_config.json from the base model",
+        )
+    progress(LoadProgress("probing", _STAGE_START["probing"], "measuring devices and dtypes"))
+    caps = probe.detect(cache_file=probe_cache)
+    assessment = policy.assess(
+        info,
+        caps,
+        device=request.device,
+        dtype=request.dtype,
+        context_tokens=request.context_tokens,
+    )
+    rec = assessment.recommendation
+    release_previous()
+    warnings = _unique((*info.warnings, *assessment.warnings, *rec.warnings))
+    return load_weights(
+        info,
+        rec,
+        trust_remote_code=request.trust_remote_code,
+        progress=progress,
+        warnings=warnings,
+    )
+
+
+def load_weights(
+    info: ModelInfo,
+    rec: Recommendation,
+    *,
+    trust_remote_code: bool,
+    progress: Progress | None = None,
+    warnings: tuple[str, ...] = (),
+) -> LoadedModel:
+    """Read, load, place and check the weights of ``info`` as ``rec`` says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    report: Progress = progress or (lambda _event: None)
+    prewarm_files(info.weight_files, report)
+    folder, extra = _source(info)
+    report(LoadProgress("loading", _STAGE_START["loading"], f"from_pretrained in {rec.dtype}"))
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **extra)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(rec.dtype), **extra}
+    if "gguf_file" in extra:
+        from mergechat.core.gguf_convert import dequantize_kwargs
+
+        # Dense weights: the memory fit, dtype switches and NaN check all assume them.
+        kwargs.update(dequantize_kwargs())
+    if rec.device_map is not None:
+        kwargs["device_map"] = rec.device_map
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        folder, trust_remote_code=trust_remote_code, **kwargs
+    )
+    model.eval()
+    report(LoadProgress("casting", _STAGE_START["casting"], f"placing on {rec.device}"))
+    if rec.device_map is None and rec.device != "cpu":
+        model.to(rec.device)
+    dtype = read_dtype(model)
+    device, offloaded = device_label(model)
+    report(LoadProgress("warm-up", _STAGE_START["warm-up"], "first forward pass"))
+    check_finite(model, tokenizer, dtype, text=_WARMUP_TEXT)
+    fallback = getattr(tokenizer, "chat_template", None) is None
+    if fallback:
+        warnings = (
+            *warnings,
+            "the model has no chat template; using a ChatML fallback template (replies may "
+            "be poor: it may be a base model, not a chat model)",
+        )
+    state = ModelState(
+        path=info.path,
+        name=info.name,
+        device=device,
+        dtype=dtype,
+        disk_dtype=info.disk_dtype,
+        context_max=context_max(info, model, tokenizer),
+        offloaded=offloaded,
+        merge_method=info.merge.merge_method if info.merge else None,
+        fallback_template=fallback,
+        reason=rec.reason,
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        info=info,
+        state=state,
+        recommendation=rec,
+        trust_remote_code=trust_remote_code,
+        exact=holds_disk_values(info, dtype),
+        warnings=_unique(warnings),
+    )
+
+
+def prewarm_files(files: tuple[Path, ...], progress: Progress) -> None:
+    """Read the weight files once in chunks so the page cache is warm and progress is real bytes."""
+    sizes = [f.stat().st_size for f in files]
+    total = sum(sizes) or 1
+    done = 0
+    last_report = 0.0
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    span = _STAGE_START["loading"] - _STAGE_START["reading"]
+    for index, (path, size) in enumerate(zip(files, sizes, strict=True), start=1):
+        with path.open("rb", buffering=0) as handle:
+            while (count := handle.readinto(view)) > 0:
+                done += count
+                now = time.monotonic()
+                # At most ~10 events a second, but always one at the end of each shard.
+                if now - last_report >= 0.1 or handle.tell() >= size:
+                    last_report = now
+                    detail = f"shard {index}/{len(files)}, {_sizes(done, total)}"
+                    fraction = _STAGE_START["reading"] + span * done / total
+                    progress(LoadProgress("reading", fraction, detail))
+
+
+def check_finite(model: Any, tokenizer: Any, dtype: DType, *, text: str = _WARMUP_TEXT) -> Any:
+    """Forward ``text``; raise when any logit is NaN/inf. Returns the float32 CPU logits."""
+    logits = probe_logits(model, tokenizer, text)
+    if not bool(torch.isfinite(logits).all()):
+        raise MergechatError(
+            f"weights produce NaN/inf in {dtype}",
+            hint="float16 overflows on large merged weights; choose bfloat16 or float32"
+            if dtype == "float16"
+            else "the weights on disk may be broken (check the merge)",
+        )
+    return logits
+
+
+def read_dtype(model: Any) -> DType:
+    """The floating-point dtype of the model's first parameter (what it really runs in)."""
+    dtype = normalize_dtype(next(model.parameters()).dtype)
+    if dtype is None:
+        raise MergechatError("the model loaded with non floating-point weights (quantised?)")
+    return dtype
+
+
+def device_label(model: Any) -> tuple[str, bool]:
+    """A label such as ``cpu``, ``cuda:0`` or ``cuda:0+cpu offload``, and if it is offloaded."""
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return str(next(model.parameters()).device), False
+    places: list[str] = []
+    for value in device_map.values():
+        place = f"cuda:{value}" if isinstance(value, int) else str(value)
+        if place not in places:
+            places.append(place)
+    accelerators = [p for p in places if p not in ("cpu", "disk")]
+    label = ",".join(accelerators) or "cpu"
+    for kind in ("cpu", "disk"):
+        if kind in places and accelerators:
+            label += f"+{kind} offload"
+    return label, len(places) > 1 or "disk" in places
+
+
+def context_max(info: ModelInfo, model: Any, tokenizer: Any) -> int:
+    """The context window: the inspected length, else the config's, else the tokenizer's."""
+    for value in (
+        info.context_length,
+        getattr(model.config, "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    ):
+        if isinstance(value, int) and 0 < value < 10**8:
+            return value
+    return 2048
+
+
+def holds_disk_values(info: ModelInfo, dtype: DType) -> bool:
+    """True when loading ``info`` in ``dtype`` keeps every stored value exactly."""
+    stored = info.stored_dtypes or (info.disk_dtype,)
+    if info.weights_format == "gguf":
+        stored = ("float32",)
+    return all(is_exact_cast(source, dtype) for source in stored)
+
+
+def release(loaded: LoadedModel | None) -> None:
+    """Drop the model's memory now (CPU RAM and the CUDA cache)."""
+    if loaded is not None:
+        loaded.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _source(info: ModelInfo) -> tuple[Path, dict[str, Any]]:
+    """The folder to load from, plus ``gguf_file=`` for a GGUF model."""
+    if info.weights_format == "gguf" and info.gguf_file is not None:
+        return info.gguf_file.parent, {"gguf_file": info.gguf_file.name}
+    return info.path, {}
+
+
+def _quiet_transformers() -> None:
+    # Progress bars and info logs on stderr would tear through the TUI; events report progress.
+    from transformers.utils import logging as hf_logging
+
+    hf: Any = hf_logging
+    hf.disable_progress_bar()
+    hf.set_verbosity_error()
+
+
+def _sizes(done: int, total: int) -> str:
+    """``1.2/2.4 GiB`` (MiB below one GiB, so small models do not read ``0.0/0.0 GiB``)."""
+    unit, scale = ("GiB", _GIB) if total >= _GIB else ("MiB", 1024**2)
+    return f"{done / scale:.1f}/{total / scale:.1f} {unit}"
+
+
+def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,126 @@
+"""Switch the loaded model's precision: an exact in-memory cast, or a reload from disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from mergechat.core.api import EngineEvent, SwitchFailed, SwitchFinished, SwitchStarted
+from mergechat.core.dtypes import DType, torch_dtype
+from mergechat.core.error_translation import translate
+from mergechat.core.fidelity import PROBE_TEXT, compare_logits, probe_logits
+from mergechat.core.loader import (
+    LoadedModel,
+    check_finite,
+    holds_disk_values,
+    load_weights,
+    read_dtype,
+    release,
+)
+
+Method = Literal["cast", "reload"]
+_USER_CHOICE = "chosen by the user"
+Emit = Callable[[EngineEvent], None]
+
+
+def choose_method(loaded: LoadedModel, target: DType) -> Method:
+    """``cast`` when casting in memory gives exactly what loading ``target`` from disk would.
+
+    That holds when the current weights still equal the disk values, ``target`` represents every
+    stored dtype exactly, and no device map spreads the weights (offloaded models cannot ``.to``).
+    """
+    if loaded.state.offloaded or not loaded.exact or _keeps_fp32_modules(loaded.model, target):
+        return "reload"
+    return "cast" if holds_disk_values(loaded.info, target) else "reload"
+
+
+def cast_weights(model: Any, dtype: DType) -> None:
+    """Cast parameters and persistent buffers in place, as ``from_pretrained(dtype=)`` leaves them.
+
+    ``model.to(dtype)`` would also cast non-persistent buffers such as RoPE's ``inv_freq``, which
+    transformers computes and keeps in float32; a bfloat16 ``inv_freq`` changes the outputs.
+    """
+    target = torch_dtype(dtype)
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.is_floating_point():
+                param.data = param.data.to(target)
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer.is_floating_point() and name not in module._non_persistent_buffers_set:
+                module._buffers[name] = buffer.to(target)
+
+
+def _keeps_fp32_modules(model: Any, target: DType) -> bool:
+    # transformers keeps these modules in float32 for fp16 (and, strict, bf16) loads; a plain
+    # cast would not, so such models switch by reload to get exactly what a load gives.
+    strict = getattr(model, "_keep_in_fp32_modules_strict", None)
+    loose = getattr(model, "_keep_in_fp32_modules", None)
+    return bool(strict and target != "float32") or bool(loose and target == "float16")
+
+
+def switch(
+    loaded: LoadedModel, target: DType, *, emit: Emit
+) -> tuple[LoadedModel | None, SwitchFinished | SwitchFailed]:
+    """Move ``loaded`` to ``target``; emit SwitchStarted and return the model held now + outcome.
+
+    The model is the switched one, the restored previous precision after a failure, or None
+    when even restoring failed (then nothing is loaded). The caller records the model before
+    emitting the outcome, so whoever sees the event also sees the new state.
+    """
+    source = loaded.state.dtype
+    method = choose_method(loaded, target)
+    emit(SwitchStarted(source, target, method))
+    started = time.perf_counter()
+    if source == target:
+        return loaded, SwitchFinished(loaded.state, method, 0.0, None)
+    reference = probe_logits(loaded.model, loaded.tokenizer)
+    try:
+        switched = _cast(loaded, target) if method == "cast" else _reload(loaded, target)
+        logits = check_finite(switched.model, switched.tokenizer, target, text=PROBE_TEXT)
+    except Exception as exc:
+        error = translate(exc, dtype=target, device=loaded.state.device)
+        restored, note = _restore(loaded, source, method)
+        state = restored.state if restored else None
+        return restored, SwitchFailed(error.message + note, state, error.hint)
+    fidelity = compare_logits(reference, logits, reference=source, target=target)
+    seconds = time.perf_counter() - started
+    return switched, SwitchFinished(switched.state, method, seconds, fidelity)
+
+
+def _cast(loaded: LoadedModel, target: DType) -> LoadedModel:
+    """Cast in place; the model object stays, only its parameters change dtype."""
+    cast_weights(loaded.model, target)
+    return _with_dtype(loaded, target)
+
+
+def _reload(loaded: LoadedModel, target: DType) -> LoadedModel:
+    """Free the current weights, then load them from disk in ``target`` on the same placement."""
+    rec = dataclasses.replace(loaded.recommendation, dtype=target)
+    release(loaded)
+    fresh = load_weights(loaded.info, rec, trust_remote_code=loaded.trust_remote_code)
+    state = dataclasses.replace(fresh.state, reason=_USER_CHOICE)
+    return dataclasses.replace(fresh, state=state, warnings=loaded.warnings)
+
+
+def _restore(loaded: LoadedModel, source: DType, method: Method) -> tuple[LoadedModel | None, str]:
+    """Put the model back in ``source`` after a failed switch; a note when that failed too."""
+    try:
+        if method == "cast" and loaded.model is not None:
+            # Every exact cast is reversible exactly (the target held the source's values).
+            cast_weights(loaded.model, source)
+            return loaded, ""
+        return _reload(loaded, source), ""
+    except Exception as exc:
+        release(loaded)
+        return None, f"; restoring {source} failed too ({translate(exc).message}): model unloaded"
+
+
+def _with_dtype(loaded: LoadedModel, target: DType) -> LoadedModel:
+    # The state reports what the parameters really are after the cast, not what was asked.
+    dtype = read_dtype(loaded.model)
+    state = dataclasses.replace(loaded.state, dtype=dtype, reason=_USER_CHOICE)
+    return dataclasses.replace(
+        loaded, state=state, exact=loaded.exact and holds_disk_values(loaded.info, dtype)
+    )
