@@ -1,31 +1,26 @@
-# One entry point for people and CI. `make test` works on a fresh machine with Python 3.10+.
+# Shortcuts over tools/bootstrap.py (which needs only Python 3.10+). TORCH_SPEC picks the torch build.
 PYTHON ?= python3
-VENV ?= .venv
-# The CPU build of torch is installed first so pip does not pull a multi-GB CUDA build.
-# Override it, e.g. `make install TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"`.
 TORCH_SPEC ?= torch==2.13.0
-BIN := $(VENV)/bin
+BOOT := MERGECHAT_TORCH="$(TORCH_SPEC)" $(PYTHON) tools/bootstrap.py
 
-.PHONY: install test lint bench run clean
+.PHONY: install test demo lint bench clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+install:
+	$(BOOT) install
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+test:
+	$(BOOT) test
 
-test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+demo:
+	$(BOOT) demo
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy
+	.venv/bin/ruff check src tests bench tools
+	.venv/bin/ruff format --check src tests bench tools
+	.venv/bin/mypy
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/decode_throughput.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/decode_throughput.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv build dist .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,12 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             os.environ[key] = value
 
 
-_USER_DIR_VARS = ("MERGECHAT_CONFIG_DIR", "MERGECHAT_CACHE_DIR", "MERGECHAT_DATA_DIR", "MERGECHAT_CONFIG")
+_USER_DIR_VARS = (
+    "MERGECHAT_CONFIG_DIR",
+    "MERGECHAT_CACHE_DIR",
+    "MERGECHAT_DATA_DIR",
+    "MERGECHAT_CONFIG",
+)
 _CACHE: list[Path] = []
 
 

@@ -1,4 +1,4 @@
-"""The architecture's two walls: the core never imports Textual; the UI never imports torch early."""
+"""The two walls: the core never imports Textual; the UI never imports torch at module level."""
 
 from __future__ import annotations
 

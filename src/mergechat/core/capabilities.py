@@ -116,6 +116,4 @@ class Assessment:
 
     def verdict(self, device_id: str, dtype: DType) -> ChoiceVerdict | None:
         """The verdict for one choice, if assessed."""
-        return next(
-            (v for v in self.verdicts if v.device == device_id and v.dtype == dtype), None
-        )
+        return next((v for v in self.verdicts if v.device == device_id and v.dtype == dtype), None)

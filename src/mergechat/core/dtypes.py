@@ -29,7 +29,11 @@ _EXPONENT_BITS: Final[dict[DType, int]] = {"float32": 8, "bfloat16": 8, "float16
 _MANTISSA_BITS: Final[dict[DType, int]] = {"float32": 23, "bfloat16": 7, "float16": 10}
 
 # safetensors header dtype codes for floating-point tensors.
-SAFETENSORS_CODES: Final[dict[str, DType]] = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+SAFETENSORS_CODES: Final[dict[str, DType]] = {
+    "F32": "float32",
+    "BF16": "bfloat16",
+    "F16": "float16",
+}
 
 
 def normalize_dtype(name: object) -> DType | None:
