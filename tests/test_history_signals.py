@@ -28,8 +28,17 @@ from mergechat.core.history_types import Conversation
 # Greedy decoding of the random tiny model does not stop early on this prompt (checked: 400
 # tokens), so the reply is still streaming when the signal arrives.
 PROMPT = "Tell me a long story"
-FLAGS = ["--max-new-tokens", "400", "--temperature", "0", "--dtype", "float32"]
+# Long enough that the reply is still streaming when the signal comes, even on a fast machine.
+FLAGS = ["--max-new-tokens", "6000", "--temperature", "0", "--dtype", "float32"]
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with an 8k context, so a 6000-token reply fits."""
+    from fixtures.tiny_models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("long") / "tiny-llama-8k", context=8192)
 
 
 def _env(data_dir: Path) -> dict[str, str]:
