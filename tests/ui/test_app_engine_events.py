@@ -31,7 +31,8 @@ async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
 
 async def test_status_bar_follows_every_event() -> None:
     gate = threading.Event()
-    fake = FakeApp(Script(load_gate=gate, reply=["a"] * 30, token_delay=0.01))
+    # A 3 s reply: the "generating" window stays wide enough to observe on a loaded machine.
+    fake = FakeApp(Script(load_gate=gate, reply=["a"] * 30, token_delay=0.1))
     async with fake.app.run_test(size=SIZE) as pilot:
         chat = fake.app.chat
         await wait_for(pilot, lambda: chat.load_progress.active and chat.status.info.progress > 0)
