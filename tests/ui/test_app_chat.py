@@ -48,7 +48,7 @@ def replies(fake: FakeApp) -> list[AssistantMessage]:
 
 
 async def test_send_streams_markdown_and_shows_a_footer() -> None:
-    fake = FakeApp(Script(reply=LONG_REPLY[:100], token_delay=0.01))
+    fake = FakeApp(Script(reply=LONG_REPLY[:100], token_delay=0.03))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await send(pilot, "hello there")

@@ -145,7 +145,7 @@ async def test_a_finished_reply_is_saved_with_its_settings_and_stats() -> None:
 
 
 async def test_a_streaming_reply_is_saved_while_it_streams_and_a_stop_is_saved() -> None:
-    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.005))
+    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         fake.app.history.interval_s = 0.05  # the recorder's throttle, shortened for the test
@@ -313,7 +313,7 @@ async def test_conversations_screen_opens_renames_and_deletes_through_the_app() 
 
 async def test_opening_a_conversation_while_a_reply_streams_saves_it_as_stopped() -> None:
     other = _seed("/models/other", "elsewhere")
-    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.005))
+    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await pilot.press(*"long one")
@@ -434,7 +434,7 @@ async def test_no_history_saves_nothing() -> None:
 
 
 async def test_sigterm_saves_the_streaming_reply_and_exits_zero() -> None:
-    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.005))
+    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await pilot.press(*"long")
