@@ -33,7 +33,7 @@ from mergechat.core.api import (
 from mergechat.core.errors import DeviceUnavailableError, MergechatError
 from mergechat.core.streaming import ReplyStream
 from mergechat.oneshot_history import OneShotHistory
-from mergechat.termination import Terminated, terminate_on_signals
+from mergechat.termination import Terminated, signals_deferred, terminate_on_signals
 
 EngineFactory = Callable[[EventSink], EngineClient]
 
@@ -179,10 +179,12 @@ class _Session:
 
     # -- generate -------------------------------------------------------------------------------
     def _write(self, text: str) -> None:
-        if text and not self.request.json_output:
-            self.out.write(text)
-            self.out.flush()
-        self._written += text
+        # A SIGHUP between the write and the bookkeeping would save less than was shown.
+        with signals_deferred():
+            if text and not self.request.json_output:
+                self.out.write(text)
+                self.out.flush()
+            self._written += text
 
     def generate(self) -> tuple[ReplyFinished | None, bool]:
         """Stream the reply; return its final event (None if cut short) and whether interrupted."""

@@ -52,6 +52,26 @@ def terminate_on_signals(before_exit: Callable[[], None]) -> Iterator[None]:
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGHUP/SIGTERM until the block ends, so a handler never sees half-done bookkeeping.
+
+    Used around "write to stdout, then remember what was written": a signal between the two
+    would make the saved reply differ from what the user saw. No-op off the main thread or
+    where ``pthread_sigmask`` does not exist.
+    """
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = set(termination_signals())
+    previous = mask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, previous)
+
+
 def add_loop_handlers(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]) -> list[int]:
     """Have ``loop`` call ``handler(signum)`` on SIGHUP and SIGTERM; return the signals taken.
 
