@@ -175,7 +175,9 @@ class _Session:
                 return event.state
             elif isinstance(event, LoadFailed):
                 self.clear_progress()
-                raise MergechatError(event.message, event.hint)
+                error = MergechatError(event.message, event.hint)
+                error.exit_code = event.exit_code  # bad input found only at load still exits 2
+                raise error
 
     # -- generate -------------------------------------------------------------------------------
     def _write(self, text: str) -> None:

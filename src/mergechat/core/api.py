@@ -127,6 +127,9 @@ class LoadFailed(EngineEvent):
     hint: str | None = None
     #: The model that is still loaded, if a previous one was kept.
     state: ModelState | None = None
+    #: The process exit status the error maps to: 2 for bad input (a broken folder, an unknown
+    #: architecture), 1 for a failure of the machine or the library.
+    exit_code: int = 1
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ class Engine:
         _log.debug("engine command %r failed", command, exc_info=exc)
         event: EngineEvent
         if isinstance(command, _Load):
-            event = LoadFailed(error.message, error.hint, state)
+            event = LoadFailed(error.message, error.hint, state, exit_code=error.exit_code)
         elif isinstance(command, _Generate):
             event = ReplyFailed(command.request_id, error.message, hint=error.hint)
         elif isinstance(command, _Switch):
