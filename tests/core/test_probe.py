@@ -15,17 +15,9 @@ from mergechat.core import probe
 from mergechat.core.capabilities import DeviceInfo, ProbeResult
 from mergechat.core.devices import CpuMeter
 from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.probe import (
-    PROBE_HIDDEN,
-    SLOW_FACTOR,
-    WARMUP_LIMIT_S,
-    ProbeKernel,
-    detect,
-    is_slow,
-    machine_fingerprint,
-    make_probe_kernel,
-    probe_device,
-)
+from mergechat.core.probe import SLOW_FACTOR, WARMUP_LIMIT_S, detect, is_slow, probe_device
+from mergechat.core.probe_cache import machine_fingerprint
+from mergechat.core.probe_kernel import PROBE_HIDDEN, ProbeKernel, make_probe_kernel
 
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"
 GIB = 1024**3

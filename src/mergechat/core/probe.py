@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +12,23 @@ from typing import Any, Final
 from mergechat.core import locations
 from mergechat.core.capabilities import Capabilities, DeviceInfo, ProbeResult, Verdict
 from mergechat.core.devices import CpuMeter, detect_devices
-from mergechat.core.dtypes import DTYPES, ITEMSIZE, DType, normalize_dtype
+from mergechat.core.dtypes import DTYPES, ITEMSIZE, DType
+from mergechat.core.probe_cache import (
+    machine_fingerprint,
+    probes_from_entry,
+    read_entries,
+    write_entries,
+)
+from mergechat.core.probe_kernel import (
+    CHECK_CONTEXT,
+    CHECK_HIDDEN,
+    CHECK_INTERMEDIATE,
+    PROBE_CONTEXT,
+    PROBE_HIDDEN,
+    PROBE_INTERMEDIATE,
+    ProbeKernel,
+    make_probe_kernel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,104 +39,12 @@ log = logging.getLogger(__name__)
 #: 2.7-3.3x the bfloat16 time; emulated bf16/fp16 on CPUs without AVX512-BF16 is 40-500x.
 SLOW_FACTOR: Final[float] = 2.5
 
-#: Shape of the timed kernel: one Llama-like decoder layer at batch 1, one new token, attending to
-#: `PROBE_CONTEXT` cached positions. Batch-1 decode is matrix-vector work; a multi-token activation
-#: (8 rows) ranks float16 *below* float32 on this AVX512-BF16 CPU, the opposite of real decode.
-PROBE_HIDDEN: Final[int] = 1024
-PROBE_INTERMEDIATE: Final[int] = 2816
-PROBE_CONTEXT: Final[int] = 256
-#: The support check before timing: same structure, tiny, cheap even on an emulated path.
-CHECK_HIDDEN: Final[int] = 64
-CHECK_INTERMEDIATE: Final[int] = 128
-CHECK_CONTEXT: Final[int] = 8
-
 #: Seconds of timed iterations per dtype, and an iteration cap.
 PROBE_BUDGET_S: Final[float] = 0.15
 _MAX_ITERS: Final[int] = 60
 #: A first (warm-up) run still unfinished after this long stops between stages; its time is
 #: extrapolated from the share of work done, so one 500x slow path cannot blow the total.
 WARMUP_LIMIT_S: Final[float] = 0.3
-
-#: One stage of a probe kernel: takes the previous stage's state, returns the next.
-Stage = Callable[[Any], Any]
-
-
-@dataclass(frozen=True)
-class ProbeKernel:
-    """One decode step split in stages, each with its share of the multiply-adds."""
-
-    stages: tuple[tuple[float, Stage], ...]
-
-    def __call__(self) -> Any:
-        """Run every stage; returns the output tensor."""
-        state: Any = None
-        for _, stage in self.stages:
-            state = stage(state)
-        return state
-
-
-def make_probe_kernel(
-    device: str, dtype: DType, *, hidden: int, intermediate: int, context: int
-) -> ProbeKernel:
-    """Build a decode step (attention over a KV cache, then a gated MLP) in ``dtype`` on ``device``.
-
-    Weights are random with a 1/sqrt(fan_in) scale so activations stay near 1 in every dtype; the
-    kernel returns its output so the caller can check it is finite.
-    """
-    import torch
-
-    tdtype = getattr(torch, dtype)
-    gen = _generator(torch, device)
-
-    def rand(*shape: int, scale: float = 1.0) -> Any:
-        # Uniform with the variance of N(0, scale^2); drawn in float32 so an unsupported dtype
-        # fails in the matmul (the real error), not in the random fill.
-        bound = scale * 3**0.5
-        on = device if gen.device.type != "cpu" else "cpu"
-        host = torch.empty(*shape, device=on).uniform_(-bound, bound, generator=gen)
-        return host.to(device=device, dtype=tdtype)
-
-    # skip_init: Linear's own init would draw from (and advance) the global RNG.
-    skip_init: Any = torch.nn.utils.skip_init
-    q_proj = skip_init(torch.nn.Linear, hidden, hidden, bias=True, device=device, dtype=tdtype)
-    with torch.no_grad():
-        q_proj.weight.copy_(rand(hidden, hidden, scale=hidden**-0.5))
-        q_proj.bias.zero_()
-    o_w = rand(hidden, hidden, scale=hidden**-0.5)
-    gate_w = rand(intermediate, hidden, scale=hidden**-0.5)
-    up_w = rand(intermediate, hidden, scale=hidden**-0.5)
-    down_w = rand(hidden, intermediate, scale=intermediate**-0.5)
-    keys, values, x = rand(1, context, hidden), rand(1, context, hidden), rand(1, 1, hidden)
-    linear, silu = torch.nn.functional.linear, torch.nn.functional.silu
-    scale = hidden**-0.5
-
-    def attention(_: Any) -> Any:
-        with torch.inference_mode():
-            weights = torch.softmax((q_proj(x) @ keys.transpose(1, 2)) * scale, dim=-1)
-            return x + linear(weights @ values, o_w)
-
-    def gated(h: Any) -> Any:
-        with torch.inference_mode():
-            return h, silu(linear(h, gate_w)) * linear(h, up_w)
-
-    def down(state: Any) -> Any:
-        with torch.inference_mode():
-            h, g = state
-            return h + linear(g, down_w)
-
-    attention_work = 2 * hidden * hidden + 2 * context * hidden
-    work = (attention_work, 2 * intermediate * hidden, intermediate * hidden)
-    shares = (w / sum(work) for w in work)
-    return ProbeKernel(tuple(zip(shares, (attention, gated, down), strict=True)))
-
-
-def _generator(torch: Any, device: str) -> Any:
-    """A seeded generator on ``device`` (on the CPU where the device has none); the global RNG
-    is left untouched, so a user's seed still reproduces their replies."""
-    try:
-        return torch.Generator(device=device).manual_seed(0)
-    except Exception:
-        return torch.Generator().manual_seed(0)
 
 
 def is_slow(dtype: DType, factor: float, fastest: DType) -> bool:
@@ -311,7 +230,6 @@ def _release_memory(device: DeviceInfo) -> None:
 #: timings unreliable (measured: 2-thread bf16 kernels ran 6-800x slower while two other processes
 #: were busy on 2 cores); such results are used for this process but not written to disk.
 CONTENDED_CORES: Final[float] = 0.25
-_CACHE_VERSION: Final[int] = 1
 #: Results measured under contention, kept for this process only: (cache file, fingerprint) ->
 _SESSION: dict[tuple[str, str], tuple[tuple[ProbeResult, ...], float]] = {}
 
@@ -329,71 +247,6 @@ def _probe_all(devices: tuple[DeviceInfo, ...]) -> tuple[ProbeResult, ...]:
         done[model] = probe_device(device)
         probes += done[model]
     return tuple(probes)
-
-
-def machine_fingerprint(devices: Iterable[DeviceInfo], torch_version: str) -> str:
-    """A stable key for the probe cache: device names, CPU flags, capabilities, torch version."""
-    parts = [f"torch={torch_version}"]
-    for d in devices:
-        cc = ".".join(map(str, d.compute_capability)) if d.compute_capability else ""
-        parts.append(f"{d.id}|{d.name}|{','.join(sorted(d.features))}|{cc}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-def _read_cache(path: Path) -> dict[str, Any]:
-    """The cache file's entries; an unreadable or malformed file counts as empty."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _probes_from_entry(entry: Any, devices: tuple[DeviceInfo, ...]) -> tuple[ProbeResult, ...]:
-    """Rebuild cached probes; raises KeyError/TypeError/ValueError when the entry is malformed."""
-    probes = []
-    for item in entry["probes"]:
-        dtype = normalize_dtype(item["dtype"])
-        if dtype is None or item["verdict"] not in ("ok", "slow", "unsupported"):
-            raise ValueError(f"bad cached probe {item!r}")
-        verdict: Verdict = item["verdict"]
-        error = item["error"]
-        probes.append(
-            ProbeResult(
-                str(item["device"]),
-                dtype,
-                verdict,
-                _float_or_none(item["seconds"]),
-                _float_or_none(item["factor"]),
-                None if error is None else str(error),
-            )
-        )
-    if {(p.device, p.dtype) for p in probes} != {(d.id, t) for d in devices for t in DTYPES}:
-        raise ValueError("the cached probes do not cover these devices")
-    return tuple(probes)
-
-
-def _write_cache(path: Path, entries: dict[str, Any]) -> None:
-    """Write the cache atomically: a crash mid-write must not leave half a file."""
-    tmp: str | None = None
-    try:
-        locations.ensure_private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".probes-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": _CACHE_VERSION, "entries": entries}, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:
-        log.warning("could not write the probe cache %s", path, exc_info=True)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def detect(
@@ -418,10 +271,10 @@ def detect(
         if (str(path), key) in _SESSION:
             probes, seconds = _SESSION[(str(path), key)]
             return Capabilities(found, probes, torch_version, seconds, from_cache=True)
-        entry = _read_cache(path).get(key)
+        entry = read_entries(path).get(key)
         if entry is not None:
             try:
-                probes = _probes_from_entry(entry, found)
+                probes = probes_from_entry(entry, found)
                 seconds = float(entry["probe_seconds"])
                 return Capabilities(found, probes, torch_version, seconds, from_cache=True)
             except (KeyError, TypeError, ValueError):
@@ -436,12 +289,12 @@ def detect(
         log.info("other programs used %.2f cores during the probe; not caching it", others)
         _SESSION[(str(path), key)] = (probes, seconds)
     else:
-        entries = _read_cache(path)  # re-read: another process may have added its machine
+        entries = read_entries(path)  # re-read: another process may have added its machine
         entries[key] = {
             "torch": torch_version,
             "devices": [f"{d.id}: {d.name}" for d in found],
             "probe_seconds": seconds,
             "probes": [asdict(p) for p in probes],
         }
-        _write_cache(path, entries)
+        write_entries(path, entries)
     return Capabilities(found, probes, torch_version, seconds, from_cache=False)
