@@ -22,7 +22,8 @@ from mergechat.core.history import HistoryStore, default_path
 from mergechat.core.history_types import Conversation, normalize_model_path
 from mergechat.ui.clipboard import CopyMenu
 from mergechat.ui.options import AppOptions
-from mergechat.ui.screens.conversations import ConfirmDelete, ConversationsScreen
+from mergechat.ui.screens.confirm import ConfirmScreen
+from mergechat.ui.screens.conversations import ConversationsScreen
 from mergechat.ui.screens.export import ExportScreen
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import UserMessage
@@ -300,7 +301,7 @@ async def test_conversations_screen_opens_renames_and_deletes_through_the_app() 
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, ConversationsScreen))
         await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(fake.app.screen, ConfirmDelete))
+        await wait_for(pilot, lambda: isinstance(fake.app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(pilot, lambda: fake.app.history.conversation_id is None)
         await pilot.press("escape")

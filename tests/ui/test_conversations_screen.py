@@ -10,11 +10,8 @@ from textual.app import App
 from textual.widgets import DataTable, Input
 
 from mergechat.core.history import HistoryStore
-from mergechat.ui.screens.conversations import (
-    ConfirmDelete,
-    ConversationsScreen,
-    OpenConversation,
-)
+from mergechat.ui.screens.confirm import ConfirmScreen
+from mergechat.ui.screens.conversations import ConversationsScreen, OpenConversation
 
 
 class Host(App[None]):
@@ -104,7 +101,7 @@ async def test_delete_asks_first(store: HistoryStore) -> None:
     async with app.run_test() as pilot:
         await pilot.press("down", "d")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmDelete)
+        assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
         assert isinstance(app.screen, ConversationsScreen)

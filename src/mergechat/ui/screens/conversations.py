@@ -9,12 +9,12 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
 from mergechat.core.history import ConversationSummary, HistoryStore, HistoryUnavailable
+from mergechat.ui.screens.confirm import ConfirmScreen
 
 _COLUMNS = ("Title", "Model", "Updated", "Msgs")
 
@@ -26,38 +26,13 @@ class OpenConversation:
     id: int
 
 
-class ConfirmDelete(ModalScreen[bool]):
-    """Asks "delete this conversation?": y deletes, n or Escape keeps it."""
-
-    DEFAULT_CSS = """
-    ConfirmDelete { align: center middle; }
-    ConfirmDelete > Vertical {
-        width: 64; max-width: 90%; height: auto; padding: 1 2;
-        border: thick $error; background: $surface;
-    }
-    ConfirmDelete .hint { color: $text-muted; margin-top: 1; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Delete", id="confirm_delete_yes"),
-        Binding("n,escape", "answer(False)", "Keep", id="confirm_delete_no"),
-    ]
-
-    def __init__(self, summary: ConversationSummary) -> None:
-        """Ask about ``summary``'s conversation."""
-        super().__init__()
-        self.summary = summary
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(
-                f"Delete “{self.summary.title}” and its {self.summary.message_count} messages?",
-                markup=False,
-            )
-            yield Label("y: delete   n or Esc: keep", classes="hint")
-
-    def action_answer(self, delete: bool) -> None:
-        """Close with the answer."""
-        self.dismiss(delete)
+def confirm_delete(summary: ConversationSummary) -> ConfirmScreen:
+    """The yes/no question before deleting ``summary``'s conversation (y deletes, n keeps)."""
+    return ConfirmScreen(
+        f"Delete “{summary.title}”?",
+        [f"Its {summary.message_count} messages are removed from the history for good."],
+        yes="Delete",
+    )
 
 
 class ConversationsScreen(Screen[OpenConversation | None]):
@@ -196,7 +171,7 @@ class ConversationsScreen(Screen[OpenConversation | None]):
                 select=neighbours[min(index, len(neighbours) - 1)] if neighbours else None
             )
 
-        self.app.push_screen(ConfirmDelete(summary), confirmed)
+        self.app.push_screen(confirm_delete(summary), confirmed)
 
     def action_close(self) -> None:
         """Cancel a rename in progress, or close the screen."""
