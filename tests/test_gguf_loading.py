@@ -159,7 +159,7 @@ def test_unsupported_architecture_is_one_clear_line(
 ) -> None:
     path = _write_gguf(tmp_path / "grok.gguf", arch="grok")
     assert inspect_model(path).model_type == "grok"  # inspection reads it; loading cannot
-    assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 1
+    assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 2  # bad input
     error, hint = _error_lines(capsys.readouterr().err)
     assert error == (
         "mergechat: error: this version of transformers cannot load GGUF files of architecture grok"
@@ -172,7 +172,7 @@ def test_unsupported_quantisation_is_one_clear_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _write_gguf(tmp_path / "q81.gguf", q8_1_tensor="blk.0.attn_q.weight")
-    assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 1
+    assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 2
     error, hint = _error_lines(capsys.readouterr().err)
     assert error == (
         "mergechat: error: transformers cannot dequantise the GGUF quantisation type Q8_1 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -17,6 +18,7 @@ from mergechat import __version__
 from mergechat.core.api import GenerationSettings, LoadRequest
 from mergechat.core.dtypes import parse_dtype_choice
 from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError
+from mergechat.core.export import escape_control
 from mergechat.history_cli import build_history_parser, run_history
 
 if TYPE_CHECKING:
@@ -77,12 +79,13 @@ def _number(kind: Callable[[str], N], test: Callable[[N], bool], rule: str) -> C
     return convert
 
 
-_temperature = _number(float, lambda v: v >= 0, "a number >= 0")
+_temperature = _number(float, lambda v: 0 <= v < math.inf, "a finite number >= 0")
 _top_p = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 _top_k = _number(int, lambda v: v >= 0, "an integer >= 0")
 _max_new_tokens = _number(int, lambda v: v >= 1, "an integer >= 1")
-_repetition_penalty = _number(float, lambda v: v > 0, "a number > 0")
-_seed = _number(int, lambda v: v >= 0, "an integer >= 0")
+_repetition_penalty = _number(float, lambda v: 0 < v < math.inf, "a finite number > 0")
+# numpy's seed (set by transformers) takes 32 bits; the config file has the same bound.
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295")
 
 
 def _device(text: str) -> str:
@@ -243,8 +246,17 @@ def _use_demo(args: argparse.Namespace) -> None:
 def _check_path(path: Path | None) -> Path | None:
     if path is None:
         return None
-    path = path.expanduser()
-    if not path.exists():
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~name of a user that does not exist
+        raise ModelFolderError(
+            f"cannot expand ~ in the model path: {path}", "give the path without ~ or fix it"
+        ) from None
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long, a loop of links...
+        raise ModelFolderError(f"unusable model path {path}: {exc.strerror}") from None
+    if not found:
         raise ModelFolderError(
             f"no such model folder or file: {path}", "give a model folder or a .gguf file"
         )
@@ -268,6 +280,8 @@ def _run_main(args: argparse.Namespace) -> int:
     # Cheap checks first (no weights read), so a bad device or folder is exit 2, not a failed load.
     require_device(args.device or "auto")
     _use_demo(args)
+    # Files that are not a model fail here; problems that stop it from chatting (no tokenizer,
+    # unknown architecture...) fail the load's strict inspection, also before any weight is read.
     inspect_model(args.path)
     return run_oneshot(
         OneShotRequest(
@@ -339,9 +353,10 @@ def version_text() -> str:
 def print_error(message: str, hint: str | None = None, *, err: TextIO | None = None) -> None:
     """Write ``mergechat: error: MESSAGE`` as one line, and the hint (if any) on a second line."""
     stream = err or sys.stderr
-    stream.write(f"mergechat: error: {' '.join(message.split())}\n")
+    # Paths and model text can hold escape sequences: show them, never let the terminal act.
+    stream.write(f"mergechat: error: {escape_control(' '.join(message.split()))}\n")
     if hint:
-        stream.write(f"  hint: {' '.join(hint.split())}\n")
+        stream.write(f"  hint: {escape_control(' '.join(hint.split()))}\n")
     stream.flush()
 
 

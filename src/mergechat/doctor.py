@@ -68,7 +68,9 @@ def gather(request: DoctorRequest) -> DoctorReport:
     if request.path is not None:
         from mergechat.core.inspect import inspect_model
 
-        info = inspect_model(request.path)  # before probing: a bad path fails fast
+        # Before probing: a path that is not a model fails fast. Problems that stop a model from
+        # chatting are reported with the rest (run_doctor then exits 2).
+        info = inspect_model(request.path, strict=False)
     caps = detect(refresh=request.refresh)
     device = parse_device(request.device, caps.devices)  # exit 2 for a device not here
     assessment = None
@@ -226,9 +228,12 @@ def _model(info: ModelInfo) -> list[str]:
     lines.append(_row("Generation config", config))
     context = f"{info.context_length:,} tokens" if info.context_length else "unknown"
     lines.append(_row("Context length", context))
+    problems = [p.message for p in info.problems]
     warnings = list(dict.fromkeys((*info.warnings, *(merge.warnings if merge else ()))))
-    for i, warning in enumerate(warnings):
+    for i, warning in enumerate(w for w in warnings if w not in problems):
         lines.append(_row("Warnings" if i == 0 else "", warning))
+    for i, problem in enumerate(problems):
+        lines.append(_row("Problems" if i == 0 else "", problem))
     return lines
 
 
@@ -270,7 +275,13 @@ def format_text(report: DoctorReport) -> str:
 
 
 def run_doctor(request: DoctorRequest, *, out: TextIO | None = None) -> int:
-    """Print the report (text or one JSON object); return the exit code."""
+    """Print the report (text or one JSON object); return the exit code.
+
+    When the model has a problem that stops it from chatting, the report is printed first and
+    then `ModelFolderError` is raised (one error line, exit code 2).
+    """
+    from mergechat.core.inspect import require_usable
+
     stream = out or sys.stdout
     report = gather(request)
     if request.json_output:
@@ -278,4 +289,6 @@ def run_doctor(request: DoctorRequest, *, out: TextIO | None = None) -> int:
     else:
         stream.write(format_text(report))
     stream.flush()
+    if report.model is not None:
+        require_usable(report.model)
     return 0

@@ -24,6 +24,49 @@ _GGUF_QUANT = re.compile(
 )
 _GGUF_TOKENIZER = re.compile(r"tokenizer from a GGUF file stating tokenizer '?([^'.]+)'?")
 _GGUF_HINT = "load the original Hugging Face model folder (safetensors) instead"
+# "Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 15.77 GiB of which 1.05 GiB is free"
+_GPU_OOM_SIZES = re.compile(
+    r"Tried to allocate ([\d.]+ [KMGT]?i?B).*?total capacity of ([\d.]+ [KMGT]?i?B) of which "
+    r"([\d.]+ [KMGT]?i?B) is free",
+    re.DOTALL,
+)
+_GPU_OOM_NEEDED = re.compile(r"Tried to allocate ([\d.]+ [KMGT]?i?B)")
+_CPU_OOM_NEEDED = re.compile(r"you tried to allocate (\d+) bytes")
+_OOM_HINT = (
+    "choose a smaller dtype (bfloat16 or float16 take half the memory of float32), a shorter "
+    "context, or offload: --device auto lets accelerate spread layers over GPU and CPU "
+    "(device_map); close other programs to free memory"
+)
+# Errors that mean the model files are broken or not what mergechat can load (bad input, exit 2):
+# the pattern, the message, and the hint.
+_BROKEN_FILES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (
+        re.compile(r"Weights only load failed|weights_only", re.IGNORECASE),
+        "refusing to load a pickled weight file that needs full unpickling (it could run code); "
+        "mergechat loads .bin files only with weights_only=True",
+        "use a safetensors copy of the model from a source you trust",
+    ),
+    (
+        re.compile(r"Error while deserializing header|SafetensorError|MetadataIncompleteBuffer"),
+        "a safetensors file of the model is damaged or incomplete",
+        "download or save the model again",
+    ),
+    (
+        re.compile(r"size mismatch for ([\w.]+)"),
+        "the weights do not match config.json (tensor shapes differ)",
+        "check vocab_size and hidden sizes in config.json against the weights (a bad merge?)",
+    ),
+    (
+        re.compile(r"Unrecognized configuration class"),
+        "the model is not a text-generation model transformers can load for chat",
+        "mergechat chats with causal language models (llama, mistral, qwen2, ...)",
+    ),
+    (
+        re.compile(r"does not appear to have a file named|Error no file named|no file named"),
+        "a file the model needs is missing from the folder",
+        "the download or copy is incomplete; fetch the model again",
+    ),
+)
 
 
 def translate(
@@ -37,24 +80,13 @@ def translate(
     if isinstance(exc, MergechatError):
         return exc
     text = str(exc)
-    where = device or "this device"
 
     match = _NOT_IMPLEMENTED.search(text)
     if match:
         return _unsupported_dtype(_TORCH_DTYPE_NAMES[match.group(2)], match.group(1), device)
 
-    if _is_gpu_oom(exc, text):
-        return MergechatError(
-            f"out of memory on {where} while running in {dtype or 'this precision'}",
-            hint="choose a smaller dtype (bfloat16 or float16), a shorter context, or --device "
-            "auto so accelerate can offload layers to the CPU (device_map)",
-        )
-    if isinstance(exc, MemoryError) or any(m in text for m in _CPU_OOM_MARKERS):
-        return MergechatError(
-            f"not enough RAM to hold the model in {dtype or 'this precision'}",
-            hint="choose a smaller dtype (bfloat16 or float16 take half of float32), close other "
-            "programs, or use a GPU with device_map offload",
-        )
+    if is_out_of_memory(exc):
+        return out_of_memory_error(exc, dtype=dtype, device=device)
     if "trust_remote_code" in text:
         return BadInputError(
             "the model folder ships its own Python code (auto_map in config.json) and cannot be "
@@ -80,7 +112,98 @@ def translate(
             f"this version of transformers does not know the model's architecture{named}",
             hint="upgrade transformers, or check model_type in config.json",
         )
+    for pattern, message, hint in _BROKEN_FILES:
+        if found := pattern.search(text):
+            detail = f" ({found.group(1)})" if found.groups() else ""
+            return ModelFolderError(f"{message}{detail}", hint=hint)
     return MergechatError(_first_line(exc))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a GPU out-of-memory error or a failed CPU allocation."""
+    text = str(exc)
+    return (
+        _is_gpu_oom(exc, text)
+        or isinstance(exc, MemoryError)
+        or any(m in text for m in _CPU_OOM_MARKERS)
+    )
+
+
+def out_of_memory_error(
+    exc: BaseException,
+    *,
+    dtype: DType | None = None,
+    device: str | None = None,
+    needed_bytes: int | None = None,
+    free_bytes: int | None = None,
+    what: str = "",
+) -> MergechatError:
+    """The message for an out-of-memory ``exc``: the memory needed vs free, and what to try.
+
+    ``needed_bytes``/``free_bytes`` (e.g. the model's fit at load) win over what the error text
+    says (one failed allocation) and what the device reports free now. ``what`` names the work
+    (``loading the model``).
+    """
+    text = str(exc)
+    precision = dtype or "this precision"
+    doing = f" {what}" if what else ""
+    if _is_gpu_oom(exc, text):
+        where = device if device and device not in ("auto", "cpu") else "the GPU"
+        needed, free, total = _gpu_oom_sizes(text)
+        if needed_bytes is not None:
+            needed = f"{_bytes(needed_bytes)} needed"
+        if free_bytes is not None:
+            free = _bytes(free_bytes)
+        sizes = _sizes_clause(needed, free, total)
+        return MergechatError(f"out of memory on {where}{doing} in {precision}{sizes}", _OOM_HINT)
+    needed = None
+    if needed_bytes is not None:
+        needed = f"{_bytes(needed_bytes)} needed"
+    elif match := _CPU_OOM_NEEDED.search(text):
+        needed = f"tried to allocate {_bytes(int(match.group(1)))}"
+    if free_bytes is None:
+        free_bytes = _free_ram()
+    free = _bytes(free_bytes) if free_bytes is not None else None
+    sizes = _sizes_clause(needed, free, None)
+    return MergechatError(f"not enough RAM{doing} in {precision}{sizes}", _OOM_HINT)
+
+
+def _gpu_oom_sizes(text: str) -> tuple[str | None, str | None, str | None]:
+    """(``tried to allocate X``, free, total) as torch wrote them in a CUDA OOM message."""
+    if match := _GPU_OOM_SIZES.search(text):
+        return f"tried to allocate {match.group(1)}", match.group(3), match.group(2)
+    if match := _GPU_OOM_NEEDED.search(text):
+        return f"tried to allocate {match.group(1)}", None, None
+    return None, None, None
+
+
+def _sizes_clause(needed: str | None, free: str | None, total: str | None) -> str:
+    """``: tried to allocate 2.00 GiB, 1.05 GiB free of 15.77 GiB`` (the parts known)."""
+    parts = [needed] if needed else []
+    if free:
+        parts.append(f"{free} free" + (f" of {total}" if total else ""))
+    return f": {', '.join(parts)}" if parts else ""
+
+
+def _free_ram() -> int | None:
+    """Free (available) RAM now, from the device query; None when it cannot be read."""
+    try:
+        from mergechat.core.devices import detect_devices
+
+        cpu = next((d for d in detect_devices() if d.kind == "cpu"), None)
+    except Exception:  # an error path: never fail while describing a failure
+        return None
+    return cpu.free_bytes if cpu is not None else None
+
+
+def _bytes(size: int) -> str:
+    """``1.5 GiB``, ``300.0 MiB``, ``12.0 KiB`` or ``512 B``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def _gguf_error(text: str) -> ModelFolderError | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,16 @@ from mergechat.core.dtypes import DType, normalize_dtype
 from mergechat.core.errors import ModelFolderError
 from mergechat.core.gguf_info import read_gguf_info
 from mergechat.core.merge import read_merge_info, stored_dtype_warning
-from mergechat.core.model_info import ModelInfo, WeightsFormat
-from mergechat.core.safetensors_header import read_header, summarize
+from mergechat.core.model_info import (
+    ModelInfo,
+    ModelProblem,
+    WeightsFormat,
+    architecture_problem,
+    embedding_rows,
+    pickle_problem,
+    tokenizer_size_problem,
+)
+from mergechat.core.safetensors_header import SafetensorsHeader, read_header, summarize
 
 _ST_INDEX, _ST_SINGLE = "model.safetensors.index.json", "model.safetensors"
 _BIN_INDEX, _BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
@@ -22,19 +31,40 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _HEAD_KEYS = ("num_attention_heads", "n_head")
 _KV_HEAD_KEYS = ("num_key_value_heads", "n_head_kv", "multi_query_group_num")
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+_TOKENIZER_HINT = (
+    "copy tokenizer.json and tokenizer_config.json from the base model (mergekit: "
+    "--copy-tokenizer or tokenizer_source)"
+)
 _WEIGHT_HINT = (
     "expected model.safetensors, model.safetensors.index.json with its shards, "
     "pytorch_model.bin, or a single .gguf file"
 )
 
 
-def inspect_model(path: str | Path) -> ModelInfo:
+def inspect_model(path: str | Path, *, strict: bool = False) -> ModelInfo:
     """Describe the model at ``path`` (a folder or a ``.gguf`` file) from its files alone.
 
-    Reads config.json, the safetensors headers (never the tensor data), tokenizer and
-    mergekit files. Raises `ModelFolderError` with one clear line when the path is not a
-    usable model; problems that still allow loading become ``ModelInfo.warnings``.
+    Reads config.json, the safetensors headers (never the tensor data), the pickle opcodes of
+    a ``pytorch_model.bin`` (never executed), tokenizer and mergekit files. Raises
+    `ModelFolderError` with one clear line when the path is not a model at all. Problems that
+    stop it from chatting although it could be described go to `ModelInfo.problems` (with
+    ``strict``, the first is raised: `require_usable`); problems that still allow loading
+    become ``ModelInfo.warnings``.
     """
+    info = _inspect(path)
+    if strict:
+        require_usable(info)
+    return info
+
+
+def require_usable(info: ModelInfo) -> None:
+    """Raise the first of ``info.problems`` as a `ModelFolderError` (exit code 2)."""
+    if info.problems:
+        first = info.problems[0]
+        raise ModelFolderError(first.message, hint=first.hint)
+
+
+def _inspect(path: str | Path) -> ModelInfo:
     given = Path(path).expanduser()
     if not given.exists():
         raise ModelFolderError(
@@ -86,8 +116,10 @@ def _from_folder(
     weight_map: dict[str, str],
 ) -> ModelInfo:
     warnings: list[str] = []
+    problems: list[ModelProblem] = []
     parameter_count: int | None = None
     stored: tuple[DType, ...] = ()
+    headers: list[SafetensorsHeader] = []
     if fmt == "safetensors":
         headers = [read_header(f) for f in files]
         summary = summarize(headers)
@@ -104,6 +136,8 @@ def _from_folder(
             f"weights are pickled ({files[0].name}): the parameter count and stored dtype "
             "are unknown until the model is loaded"
         )
+        problem = pickle_problem(files)
+        problems.extend([problem] if problem else [])
 
     raw_dtype = _lookup(config, "dtype", "torch_dtype")
     declared = normalize_dtype(raw_dtype) if raw_dtype is not None else None
@@ -121,15 +155,35 @@ def _from_folder(
             warnings.append(mismatch)
 
     vocab_size = _int(_lookup(config, "vocab_size"))
-    _check_tokenizer_size(folder / "tokenizer.json", names, vocab_size, warnings)
+    archs = config.get("architectures")
+    archs = archs if isinstance(archs, list) else []
+    model_type = _lookup(config, "model_type")
+    ships_code = "auto_map" in config
+    if ships_code:
+        warnings.append(
+            "the folder ships its own Python code (auto_map in config.json); mergechat runs it "
+            "only with --trust-remote-code or [model] trust_remote_code = true"
+        )
+    else:  # with its own code, the folder defines its architecture itself
+        top_type = config.get("model_type")
+        problem = architecture_problem(top_type if isinstance(top_type, str) else None, archs)
+        problems.extend([problem] if problem else [])
+    has_tokenizer = _has_tokenizer(names)
+    if not has_tokenizer:
+        problems.append(ModelProblem(f"no tokenizer files in {folder}", hint=_TOKENIZER_HINT))
+    # The matrix transformers builds has config.json's vocab_size rows; the header is a fallback.
+    rows, rows_source = vocab_size, "config.json vocab_size"
+    if rows is None:
+        rows, rows_source = embedding_rows(headers)
+    size_problem = tokenizer_size_problem(folder / "tokenizer.json", rows, rows_source, warnings)
+    if size_problem is not None:
+        warnings.append(size_problem.message)  # also a warning: doctor lists it with the rest
+        problems.append(size_problem)
     heads = _int(_lookup(config, *_HEAD_KEYS))
     hidden = _int(_lookup(config, *_HIDDEN_KEYS))
     head_dim = _int(_lookup(config, "head_dim"))
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads
-    archs = config.get("architectures")
-    archs = archs if isinstance(archs, list) else []
-    model_type = _lookup(config, "model_type")
     return ModelInfo(
         path=folder,
         name=folder.name,
@@ -141,7 +195,7 @@ def _from_folder(
         weights_format=fmt,
         weight_files=files,
         weights_bytes_on_disk=sum(f.stat().st_size for f in files),
-        has_tokenizer=_has_tokenizer(names),
+        has_tokenizer=has_tokenizer,
         has_chat_template=_has_chat_template(folder, names, warnings),
         has_generation_config="generation_config.json" in names,
         context_length=_int(_lookup(config, *_CONTEXT_KEYS)),
@@ -150,8 +204,9 @@ def _from_folder(
         num_kv_heads=_int(_lookup(config, *_KV_HEAD_KEYS)) or heads,
         head_dim=head_dim,
         merge=merge,
-        ships_code="auto_map" in config,
+        ships_code=ships_code,
         warnings=tuple(warnings),
+        problems=tuple(problems),
     )
 
 
@@ -159,7 +214,7 @@ def _from_gguf(given: Path, file: Path, folder: Path | None, names: set[str]) ->
     info = read_gguf_info(file)
     merge = read_merge_info(folder) if folder is not None else None
     warnings: list[str] = list(merge.warnings) if merge is not None else []
-    return ModelInfo(
+    result = ModelInfo(
         path=given,
         name=folder.name if folder is not None else file.stem,
         model_type=info.architecture,
@@ -185,6 +240,13 @@ def _from_gguf(given: Path, file: Path, folder: Path | None, names: set[str]) ->
         gguf_quantization=info.quantization,
         warnings=tuple(warnings),
     )
+    if result.has_tokenizer:
+        return result
+    missing = ModelProblem(
+        f"no tokenizer in {file.name} (no tokenizer.ggml.model) and none beside it",
+        hint="convert the model again with its tokenizer (llama.cpp convert_hf_to_gguf.py)",
+    )
+    return replace(result, problems=(missing,))
 
 
 def _find_weights(
@@ -232,36 +294,6 @@ def _read_weight_map(index: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelFolderError(f"{index} has no weight_map of tensors to shard files")
     return {str(k): str(v) for k, v in weight_map.items()}
-
-
-def _check_tokenizer_size(
-    path: Path, names: set[str], vocab_size: int | None, warnings: list[str]
-) -> None:
-    """Warn when tokenizer.json can produce ids past the embedding matrix (an index error)."""
-    if vocab_size is None or path.name not in names:
-        return
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        warnings.append(f"{path.name} cannot be read as JSON ({exc}); the tokenizer may not load")
-        return
-    ids: set[int] = set()
-    model = data.get("model") if isinstance(data, dict) else None
-    vocab = model.get("vocab") if isinstance(model, dict) else None
-    if isinstance(vocab, dict):
-        ids.update(v for v in vocab.values() if isinstance(v, int))
-    elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
-        ids.update(range(len(vocab)))
-    added = data.get("added_tokens") if isinstance(data, dict) else None
-    for token in added if isinstance(added, list) else ():
-        if isinstance(token, dict) and isinstance(token.get("id"), int):
-            ids.add(token["id"])
-    if ids and max(ids) >= vocab_size:
-        warnings.append(
-            f"the tokenizer has {len(ids)} tokens (ids up to {max(ids)}) but the embedding "
-            f"matrix has only {vocab_size} rows (config.json vocab_size); "
-            "ids past the matrix crash generation"
-        )
 
 
 def _has_tokenizer(names: set[str]) -> bool:

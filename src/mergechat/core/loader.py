@@ -14,6 +14,7 @@ import torch
 from mergechat.core.api import LoadProgress, LoadRequest, LoadStage, ModelState
 from mergechat.core.capabilities import Recommendation
 from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
+from mergechat.core.error_translation import is_out_of_memory, out_of_memory_error
 from mergechat.core.errors import MergechatError, ModelFolderError
 from mergechat.core.fidelity import probe_logits
 from mergechat.core.model_info import ModelInfo
@@ -32,6 +33,8 @@ _STAGE_START: dict[LoadStage, float] = {
     "warm-up": 0.92,
 }
 _WARMUP_TEXT = "Hello! 1 2 3"
+#: Elements checked at a time when looking for NaN/inf weights (bounds the scratch memory).
+_FINITE_CHUNK = 1 << 24
 
 
 @dataclass
@@ -65,12 +68,9 @@ def load(
     from mergechat.core import inspect, policy, probe
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
-    info = inspect.inspect_model(request.path)
-    if not info.has_tokenizer and info.weights_format != "gguf":
-        raise ModelFolderError(
-            f"no tokenizer files in {info.path}",
-            hint="copy tokenizer.json and tokenizer_config.json from the base model",
-        )
+    # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
+    # matrix or an unsafe pickle stop here, before any weight is read.
+    info = inspect.inspect_model(request.path, strict=True)
     progress(LoadProgress("probing", _STAGE_START["probing"], "measuring devices and dtypes"))
     caps = probe.detect(cache_file=probe_cache)
     assessment = policy.assess(
@@ -83,13 +83,30 @@ def load(
     rec = assessment.recommendation
     release_previous()
     warnings = _unique((*info.warnings, *assessment.warnings, *rec.warnings))
-    return load_weights(
-        info,
-        rec,
-        trust_remote_code=request.trust_remote_code,
-        progress=progress,
-        warnings=warnings,
-    )
+    try:
+        return load_weights(
+            info,
+            rec,
+            trust_remote_code=request.trust_remote_code,
+            progress=progress,
+            warnings=warnings,
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        # The fit the policy computed says what the whole model needs, not one allocation.
+        fit = next(
+            (v.fit for v in assessment.verdicts if (v.device, v.dtype) == (rec.device, rec.dtype)),
+            None,
+        )
+        raise out_of_memory_error(
+            exc,
+            dtype=rec.dtype,
+            device=rec.device,
+            needed_bytes=fit.needed_bytes if fit is not None else None,
+            free_bytes=fit.free_bytes if fit is not None else None,
+            what="loading the model",
+        ) from exc
 
 
 def load_weights(
@@ -117,6 +134,9 @@ def load_weights(
         kwargs.update(dequantize_kwargs())
     if rec.device_map is not None:
         kwargs["device_map"] = rec.device_map
+    if info.weights_format == "pytorch-bin":
+        # Never full unpickling (it can run code); inspection already refused unsafe pickles.
+        kwargs["weights_only"] = True
     model: Any = AutoModelForCausalLM.from_pretrained(
         folder, trust_remote_code=trust_remote_code, **kwargs
     )
@@ -127,7 +147,7 @@ def load_weights(
     dtype = read_dtype(model)
     device, offloaded = device_label(model)
     report(LoadProgress("warm-up", _STAGE_START["warm-up"], "first forward pass"))
-    check_finite(model, tokenizer, dtype, text=_WARMUP_TEXT)
+    check_finite(model, tokenizer, dtype, text=_WARMUP_TEXT, exact=holds_disk_values(info, dtype))
     fallback = getattr(tokenizer, "chat_template", None) is None
     if fallback:
         warnings = (
@@ -181,17 +201,63 @@ def prewarm_files(files: tuple[Path, ...], progress: Progress) -> None:
                     progress(LoadProgress("reading", fraction, detail))
 
 
-def check_finite(model: Any, tokenizer: Any, dtype: DType, *, text: str = _WARMUP_TEXT) -> Any:
-    """Forward ``text``; raise when any logit is NaN/inf. Returns the float32 CPU logits."""
+def check_finite(
+    model: Any, tokenizer: Any, dtype: DType, *, text: str = _WARMUP_TEXT, exact: bool = False
+) -> Any:
+    """Forward ``text``; raise when any logit is NaN/inf. Returns the float32 CPU logits.
+
+    The error names the weight tensors holding NaN/inf. NaN weights, or inf weights loaded
+    without a lossy cast (``exact``), come from the files: `ModelFolderError` (exit 2). Otherwise
+    the precision overflowed: `MergechatError` with a dtype hint.
+    """
     logits = probe_logits(model, tokenizer, text)
-    if not bool(torch.isfinite(logits).all()):
+    if bool(torch.isfinite(logits).all()):
+        return logits
+    kinds = "NaN" if bool(torch.isnan(logits).any()) else "inf"
+    bad = nonfinite_weights(model)
+    if not bad:
         raise MergechatError(
-            f"weights produce NaN/inf in {dtype}",
-            hint="float16 overflows on large merged weights; choose bfloat16 or float32"
-            if dtype == "float16"
-            else "the weights on disk may be broken (check the merge)",
+            f"weights produce NaN/inf in {dtype}: the first forward pass gave {kinds} logits "
+            "although every weight is finite (the activations overflow)",
+            hint=_overflow_hint(dtype),
         )
-    return logits
+    name, found = bad[0]
+    more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+    message = (
+        f"weights produce NaN/inf in {dtype}: {name} holds {found}{more}; the first forward "
+        f"pass gave {kinds} logits"
+    )
+    if "NaN" in found or exact:
+        raise ModelFolderError(
+            message,
+            hint="the weight files hold NaN/inf values (a broken merge or save); redo the merge "
+            "or fetch the model again",
+        )
+    raise MergechatError(message, hint=_overflow_hint(dtype))
+
+
+def nonfinite_weights(model: Any) -> list[tuple[str, str]]:
+    """``(name, "NaN" | "inf" | "NaN and inf")`` for every parameter that is not finite."""
+    found: list[tuple[str, str]] = []
+    with torch.inference_mode():
+        for name, param in model.named_parameters():
+            if param.device.type == "meta" or not param.is_floating_point():
+                continue  # offloaded to disk, or not a float
+            nan = inf = False
+            for chunk in param.detach().reshape(-1).split(_FINITE_CHUNK):
+                nan = nan or bool(torch.isnan(chunk).any())
+                inf = inf or bool(torch.isinf(chunk).any())
+            if nan or inf:
+                found.append(
+                    (name, " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on))
+                )
+    return found
+
+
+def _overflow_hint(dtype: DType) -> str:
+    if dtype == "float16":
+        return "float16 overflows on large merged weights; choose bfloat16 or float32"
+    return "the weights on disk may be broken (check the merge), or choose float32"
 
 
 def read_dtype(model: Any) -> DType:

@@ -1,15 +1,34 @@
-"""`ModelInfo`: everything known about a model path before any weight is loaded."""
+"""`ModelInfo`: everything known about a model path before any weight is loaded, and the checks
+that find the `ModelProblem` s which stop a model from chatting (run by ``inspect``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mergechat.core.dtypes import ITEMSIZE, DType
 from mergechat.core.merge import MergeInfo
+from mergechat.core.safetensors_header import SafetensorsHeader, unsafe_pickle_globals
 
 WeightsFormat = Literal["safetensors", "gguf", "pytorch-bin"]
+
+#: Names of the token embedding matrix across architectures (its rows bound the token ids).
+EMBEDDING_SUFFIXES = (
+    "embed_tokens.weight",
+    "wte.weight",
+    "word_embeddings.weight",
+    "tok_embeddings.weight",
+)
+
+
+@dataclass(frozen=True)
+class ModelProblem:
+    """Something found at inspection that stops the model from loading or chatting."""
+
+    message: str
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,10 @@ class ModelInfo:
     ships_code: bool = False
     #: Problems found (e.g. declared vs stored dtype mismatch); the model may still load.
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: Problems that stop it from loading or chatting (unknown architecture, no tokenizer, a
+    #: tokenizer larger than the embedding matrix, a pickle that needs full unpickling).
+    #: ``inspect_model`` raises the first unless called with ``strict=False`` (doctor).
+    problems: tuple[ModelProblem, ...] = field(default_factory=tuple)
 
     @property
     def native_dtype(self) -> DType:
@@ -83,3 +106,98 @@ class ModelInfo:
             return None
         assert self.num_layers and self.num_kv_heads and self.head_dim
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * tokens * ITEMSIZE[dtype]
+
+
+# -- checks that find problems (no weights loaded) -------------------------------------------------
+def tokenizer_size_problem(
+    path: Path, rows: int | None, rows_source: str, warnings: list[str]
+) -> ModelProblem | None:
+    """The problem when tokenizer.json has ids past the embedding matrix (an index error)."""
+    if rows is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.append(f"{path.name} cannot be read as JSON ({exc}); the tokenizer may not load")
+        return None
+    ids: set[int] = set()
+    model = data.get("model") if isinstance(data, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):
+        ids.update(v for v in vocab.values() if isinstance(v, int))
+    elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
+        ids.update(range(len(vocab)))
+    added = data.get("added_tokens") if isinstance(data, dict) else None
+    for token in added if isinstance(added, list) else ():
+        if isinstance(token, dict) and isinstance(token.get("id"), int):
+            ids.add(token["id"])
+    if not ids or max(ids) < rows:
+        return None
+    return ModelProblem(
+        f"the tokenizer has {len(ids)} tokens (ids up to {max(ids)}) but the embedding matrix "
+        f"has only {rows} rows ({rows_source}); ids past the matrix crash generation",
+        hint="use the tokenizer the weights were made with (mergekit: tokenizer_source), or "
+        "resize the embeddings to the tokenizer",
+    )
+
+
+def embedding_rows(headers: list[SafetensorsHeader]) -> tuple[int | None, str]:
+    """Rows of the token embedding matrix as stored in the safetensors headers, and its name."""
+    for header in headers:
+        for tensor in header.tensors:
+            if tensor.name.endswith(EMBEDDING_SUFFIXES) and len(tensor.shape) == 2:
+                return tensor.shape[0], tensor.name
+    return None, ""
+
+
+def architecture_problem(model_type: str | None, archs: list[Any]) -> ModelProblem | None:
+    """The problem when transformers cannot build a causal LM for config.json's model_type.
+
+    The loader uses ``AutoModelForCausalLM``, which picks its class from ``model_type`` alone
+    (``architectures`` is informative), so its mapping decides.
+    """
+    try:
+        import transformers
+        from transformers.models.auto.configuration_auto import (  # type: ignore[attr-defined]
+            CONFIG_MAPPING_NAMES,
+        )
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except Exception:  # pragma: no cover - a broken install is reported at load
+        return None
+    named = ", ".join(a for a in archs if isinstance(a, str))
+    named = f" (architectures: {named})" if named else ""
+    version = f"transformers {transformers.__version__}"
+    if model_type is None:
+        return ModelProblem(
+            f"config.json has no model_type{named}, so {version} cannot tell which "
+            "architecture to build",
+            hint='add the base model\'s "model_type" to config.json (for example "llama")',
+        )
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return ModelProblem(
+            f"unknown model_type {model_type!r}{named}: {version} does not know this architecture",
+            hint="upgrade transformers, or fix model_type in config.json (copy it from the "
+            "base model)",
+        )
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return ModelProblem(
+            f"model_type {model_type!r}{named} is not a text-generation model: {version} has "
+            "no causal language model class for it",
+            hint="mergechat chats with causal language models (llama, mistral, qwen2, ...)",
+        )
+    return None
+
+
+def pickle_problem(files: tuple[Path, ...]) -> ModelProblem | None:
+    """Refuse pickles that need more than ``torch.load(weights_only=True)``: they run code."""
+    for file in files:
+        unsafe = unsafe_pickle_globals(file)
+        if unsafe:
+            shown = ", ".join(unsafe[:3]) + (", ..." if len(unsafe) > 3 else "")
+            return ModelProblem(
+                f"refusing {file.name}: its pickle calls {shown}, so it cannot be loaded "
+                "with weights_only=True and unpickling it would run code",
+                hint="use a safetensors copy of the model from a source you trust; "
+                "mergechat never fully unpickles weight files",
+            )
+    return None
