@@ -98,7 +98,7 @@ def run_history(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         elif args.action == "show":
             from mergechat.core.export import to_markdown
 
-            stream.write(to_markdown(_target(store, args, summaries)))
+            stream.write(printable(to_markdown(_target(store, args, summaries))))
         elif args.action == "export":
             _export(_target(store, args, summaries), args, stream)
         elif args.action == "delete":
@@ -127,12 +127,24 @@ def _target(
     return store.get_conversation(parse_id(args.id))
 
 
+def printable(text: str, *, keep_lines: bool = True) -> str:
+    """``text`` with control characters shown as ``\\uXXXX`` (newlines and tabs kept when
+    ``keep_lines``): stored text (a reply, a model path) is shown on the terminal, never
+    interpreted by it (an escape sequence could set the clipboard or the window title)."""
+    from mergechat.core.export import escape_control
+
+    return escape_control(text, keep_lines=keep_lines)
+
+
 def format_list(summaries: list[ConversationSummary]) -> str:
-    """A table: id, last update, message count, model folder name, title."""
+    """A table: id, last update, message count, model folder name, title (one line each)."""
     rows = [("ID", "UPDATED", "MSGS", "MODEL", "TITLE")]
     for s in summaries:
         updated = datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M")
-        rows.append((str(s.id), updated, str(s.message_count), _model_name(s.model_path), s.title))
+        model, title = (
+            printable(t, keep_lines=False) for t in (_model_name(s.model_path), s.title)
+        )
+        rows.append((str(s.id), updated, str(s.message_count), model, title))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for row in rows:
@@ -156,11 +168,12 @@ def _export(conversation: Conversation, args: argparse.Namespace, stream: TextIO
         stream.write(render(conversation, fmt))
         return
     written = write_export(conversation, fmt, output)
-    stream.write(f"exported conversation {conversation.id} to {written}\n")
+    stream.write(f"exported conversation {conversation.id} to {printable(str(written))}\n")
 
 
 def _delete(store: HistoryStore, conv_id: int, yes: bool, stream: TextIO) -> None:
     conversation = store.get_conversation(conv_id)
+    # repr() escapes control characters: the title is shown, never interpreted.
     label = (
         f"conversation {conv_id} ({conversation.title!r}, {len(conversation.messages)} messages)"
     )

@@ -26,10 +26,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_THEME = "mergechat-dark"
 MAX_RECENT_MODELS = 10
+#: At most this many problem lines are returned (the app shows each as a notice); one more
+#: line says how many were left out.
+MAX_PROBLEMS = 12
 _DEVICE_RE = re.compile(r"auto|cpu|mps|(?:cuda|xpu)(?::\d{1,3})?")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_+\-]+")
 _TABLES = ("model", "generation", "ui", "keymap", "history")
+_BINDING_ID_MAX = 64
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -138,9 +143,18 @@ def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
     ``path`` defaults to `locations.config_file` (``$MERGECHAT_CONFIG`` overrides it). A missing
     file gives the defaults silently; an unreadable or invalid file gives the defaults and one
     problem; each invalid value falls back to that key's default with a problem naming the file,
-    line (when found), key and reason. Never raises for anything in the file.
+    line (when found), key and reason. Each problem is one line (control characters escaped),
+    at most `MAX_PROBLEMS` of them. Never raises for anything in the file.
     """
     path = path or locations.config_file()
+    config, problems = _load(path)
+    if len(problems) > MAX_PROBLEMS:
+        left_out = len(problems) - MAX_PROBLEMS + 1
+        problems = [*problems[: MAX_PROBLEMS - 1], f"{path}: {left_out} more problems not shown"]
+    return config, [_one_line(p) for p in problems]
+
+
+def _load(path: Path) -> tuple[Config, list[str]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -148,7 +162,8 @@ def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
     except OSError as exc:
         return Config(), [f"{path}: cannot read it ({exc.strerror or exc}); using the defaults"]
     try:
-        text = raw.decode("utf-8")
+        # A byte order mark (some Windows editors write one) is not TOML: drop it.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
         document = tomllib.loads(text)
     except UnicodeDecodeError:
         return Config(), [f"{path}: not UTF-8 text; using the defaults"]
@@ -165,7 +180,7 @@ class _Reader:
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        self.lines = _line_index(text.splitlines())
         self.problems: list[str] = []
 
     def read(self, doc: dict[str, Any]) -> Config:
@@ -177,7 +192,7 @@ class _Reader:
         self._unknown(history_t, "history", {f.name for f in fields(HistoryConfig)})
         defaults = ModelConfig()
         model = ModelConfig(
-            path=self._get(model_t, "model.path", _string, defaults.path),
+            path=self._get(model_t, "model.path", _path, defaults.path),
             device=self._get(model_t, "model.device", _device, defaults.device),
             dtype=self._get(model_t, "model.dtype", _dtype_choice, defaults.dtype),
             trust_remote_code=self._get(
@@ -204,7 +219,7 @@ class _Reader:
         return Config(model, generation, theme, self._recent(ui_t), self._keymap(keymap_t), history)
 
     def _where(self, dotted: str) -> str:
-        line = _line_of(self.lines, dotted)
+        line = self.lines.get(dotted)
         return f"{self.path}:{line}" if line else str(self.path)
 
     def _problem(self, dotted: str, reason: str, value: object, outcome: str) -> None:
@@ -241,19 +256,22 @@ class _Reader:
             self._problem("ui.recent_models", "must be an array of strings", value, "ignored")
             return []
         recent: list[str] = []
+        seen: set[str] = set()
         for item in value:
-            if not isinstance(item, str) or not item.strip():
+            if not isinstance(item, str) or not item.strip() or "\x00" in item:
                 self._problem("ui.recent_models", "items must be paths", item, "skipped")
-            elif _model_key(item) not in {_model_key(r) for r in recent}:
+            elif len(recent) < MAX_RECENT_MODELS and (key := _model_key(item)) not in seen:
+                seen.add(key)
                 recent.append(item)
-        return recent[:MAX_RECENT_MODELS]
+        return recent
 
     def _keymap(self, table: dict[str, Any]) -> dict[str, str]:
         keymap: dict[str, str] = {}
         for binding_id, value in _flatten(table):
             dotted = f"keymap.{binding_id}"
             if not _NAME_RE.fullmatch(binding_id):
-                self.problems.append(f"{self._where(dotted)}: {dotted}: not a binding id; ignored")
+                shown = _show(dotted)
+                self.problems.append(f"{self._where(dotted)}: {shown}: not a binding id; ignored")
                 continue
             try:
                 keymap[binding_id] = _keys(value)
@@ -262,18 +280,28 @@ class _Reader:
         return keymap
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def _flatten(table: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     # `app.quit = "..."` is a dotted key in TOML (a nested table); binding ids use the dots.
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
+    # Iterative, and no deeper than a binding id can be long: `[keymap.a.a.a...]` thousands of
+    # levels deep must not exhaust the stack.
+    stack: list[tuple[str, Iterator[tuple[str, Any]]]] = [("", iter(table.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and len(name) <= _BINDING_ID_MAX:
+                stack.append((f"{name}.", iter(value.items())))
+                break
+            yield name, value
         else:
-            yield f"{prefix}{key}", value
+            stack.pop()
 
 
-def _string(value: object) -> str:
+def _path(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if "\x00" in value:
+        raise ValueError("must be a path (a NUL character cannot be in one)")
     return value
 
 
@@ -329,22 +357,28 @@ def _show(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _line_of(lines: list[str], dotted: str) -> int | None:
-    """1-based line of ``table.key`` (or of ``[table]``) in the text; None when not found."""
-    table, _, key = dotted.rpartition(".")
+def _line_index(lines: list[str]) -> dict[str, int]:
+    """1-based line of each ``table.key`` (and of each ``[table]``) in the text, first wins.
+
+    One pass, so a file with thousands of bad keys is still read at once.
+    """
+    index: dict[str, int] = {}
     current = ""
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
         header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\](?:\s*#.*)?", stripped)
         if header:
             current = header.group(1)
-            if current == dotted:
-                return number
-            continue
-        head = stripped.split("=", 1)[0].strip().strip("\"'")
-        if "=" in stripped and current == table and head == key:
-            return number
-    return None
+            index.setdefault(current, number)
+        elif "=" in stripped:
+            head = stripped.split("=", 1)[0].strip().strip("\"'")
+            index.setdefault(f"{current}.{head}" if current else head, number)
+    return index
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines, escapes) shown as ``\\uXXXX``."""
+    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _model_key(path: str | Path) -> str:

@@ -23,6 +23,8 @@ JSON_FORMAT_NAME: Final = "mergechat.conversation"
 JSON_FORMAT_VERSION: Final = 1
 
 _FENCE: Final = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ROLE_HEADINGS: Final = {"user": "You", "assistant": "Assistant", "system": "System"}
 _ENDINGS: Final = {
     "stopped": "stopped by the user",
@@ -43,6 +45,21 @@ def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def escape_control(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` with control characters written as ``\\uXXXX`` (newlines and tabs kept when
+    ``keep_lines``): stored text is shown as data, never acted on by a terminal or renderer."""
+    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
+    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def inline_code(text: str) -> str:
+    """``text`` as one Markdown code span, whatever backticks or control characters it holds."""
+    shown = escape_control(text)
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", shown)), default=0) + 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{ticks}{pad}{shown}{pad}{ticks}"
+
+
 def format_parameters(params: GenerationSettings) -> str:
     """``temperature 0.7 · max_new_tokens 512``: the values set (None means the model default)."""
     parts = [
@@ -58,7 +75,7 @@ def reply_details(message: StoredMessage, conversation_model: str = "") -> list[
     lines = []
     model = message.model_path or conversation_model
     if model:
-        lines.append(f"- Model: `{model}`")
+        lines.append(f"- Model: {inline_code(model)}")
     if message.device or message.dtype:
         lines.append(f"- Device: {message.device or '?'} · Precision: {message.dtype or '?'}")
     settings = message.generation_settings()
@@ -89,7 +106,7 @@ def to_markdown(conversation: Conversation) -> str:
         f"# {conversation.title}",
         "",
         f"- Conversation: {conversation.id}",
-        f"- Model: `{conversation.model_path or 'unknown'}`",
+        f"- Model: {inline_code(conversation.model_path or 'unknown')}",
         f"- Started: {_local(conversation.created)} · Updated: {_local(conversation.updated)}",
         f"- Exported by mergechat {__version__} on {_local(datetime.now().timestamp())}",
         "",

@@ -85,8 +85,7 @@ class HistoryStore:
         conn: sqlite3.Connection | None = None
         try:
             locations.ensure_private_dir(db.parent)
-            # Create the file ourselves so it is private (SQLite gives -wal/-shm the same mode).
-            os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
+            _create_private(db)
             conn = sqlite3.connect(
                 db, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
@@ -321,6 +320,21 @@ class HistoryStore:
         if self._conn is None:
             raise HistoryUnavailable("the history database is closed")
         return self._conn
+
+
+def _create_private(db: Path) -> None:
+    """Create the database file, if new, with mode 0600 whatever the umask.
+
+    SQLite gives the -wal and -shm files the database's mode. An existing file keeps its mode.
+    """
+    try:
+        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -115,4 +115,10 @@ def normalize_model_path(model_path: str | os.PathLike[str] | None) -> str:
     """The absolute form of a model path, so the same model matches however it was typed."""
     if not model_path:
         return ""
-    return str(Path(model_path).expanduser().resolve())
+    # A path is data: one that cannot exist here (a NUL, ~unknown-user, a name too long, a
+    # symlink loop) is kept in its absolute form instead of raising.
+    text = os.path.expanduser(os.fspath(model_path))
+    try:
+        return str(Path(text).resolve())
+    except (OSError, ValueError, RuntimeError):
+        return os.path.abspath(text)

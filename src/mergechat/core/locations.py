@@ -18,7 +18,8 @@ ENV_DATA_DIR = "MERGECHAT_DATA_DIR"
 
 def _from_env(var: str) -> Path | None:
     value = os.environ.get(var)
-    return Path(value).expanduser() if value else None
+    # os.path.expanduser leaves ``~unknown-user`` as it is; Path.expanduser would raise.
+    return Path(os.path.expanduser(value)) if value else None
 
 
 def config_dir() -> Path:
@@ -60,6 +61,32 @@ def builtin_themes_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable only by the user; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` (and missing parents) readable only by the user; return it.
+
+    ``path`` and every folder created here that is mergechat's own (the config, cache or data
+    dir, or inside one) get mode 0700 whatever the umask; parents above those (``~/.cache``)
+    get the usual mode. Folders that already exist keep their mode (a user's choice).
+    """
+    target = Path(os.path.abspath(path))
+    missing: list[Path] = []
+    current = target
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    own = _own_dirs()
+    for folder in reversed(missing):
+        private = folder == target or any(folder == b or b in folder.parents for b in own)
+        try:
+            folder.mkdir(mode=0o700 if private else 0o777)
+        except FileExistsError:  # another process made it meanwhile
+            continue
+        if private:
+            os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+    if not target.is_dir():
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)  # raises the right OSError
     return path
+
+
+def _own_dirs() -> tuple[Path, ...]:
+    bases = {config_dir(), cache_dir(), data_dir(), config_file().parent}
+    return tuple(Path(os.path.abspath(base)) for base in bases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from mergechat.core.api import CapabilitiesReady, ModelState
 from mergechat.core.capabilities import ProbeResult, Recommendation
 from mergechat.core.config import Config
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
+from mergechat.core.export import escape_control
 from mergechat.core.model_info import ModelInfo
 
 #: Verdicts that make a choice impossible to apply.
@@ -46,6 +48,25 @@ def verdict_rows(event: CapabilitiesReady | None) -> list[VerdictRow]:
     return [
         VerdictRow(p.device, p.dtype, p.verdict, probe_text(p)) for p in event.capabilities.probes
     ]
+
+
+def model_path_problem(text: str) -> str | None:
+    """Why the model path typed in ``text`` cannot be used, or None when it can (or is empty).
+
+    The text is data: ``~`` is expanded, nothing else is interpreted. Never raises, whatever
+    the text (a NUL, ``~unknown-user``, a name too long for the file system).
+    """
+    if not text.strip():
+        return None
+    shown = escape_control(text)  # one line, and no escape sequence reaches the screen
+    if "\x00" in text:
+        return f"a path cannot contain a NUL character: {shown}"
+    try:
+        exists = Path(os.path.expanduser(text)).exists()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot use this path ({reason}): {shown}"
+    return None if exists else f"no such file or folder: {shown}"
 
 
 def device_id_for(wanted: str, device_ids: Sequence[str]) -> str | None:
@@ -105,6 +126,15 @@ def confirmation_reasons(
     return reasons
 
 
+def _path_key(path: str | Path) -> str:
+    """The resolved form of ``path`` for comparing; its absolute form when it cannot resolve."""
+    text = os.path.expanduser(os.fspath(path))
+    try:
+        return str(Path(text).resolve())
+    except (OSError, ValueError, RuntimeError):
+        return os.path.abspath(text)
+
+
 def _base_device(label: str) -> str:
     # ModelState.device is a label such as "cuda:0+cpu offload" or "cuda:0,cuda:1".
     return label.split("+", 1)[0].split(",", 1)[0].strip()
@@ -132,7 +162,7 @@ def decide_reload(
         return False, None
     if state is None:
         return True, None
-    if Path(new.model.path).expanduser().resolve() != state.path.expanduser().resolve():
+    if _path_key(new.model.path) != _path_key(state.path):
         return True, None
     if new.model.trust_remote_code != old.model.trust_remote_code:
         return True, None
