@@ -189,17 +189,8 @@ _TYPED_PATHS = [
     "typed", _TYPED_PATHS, ids=["unknown-user", "too-long", "shell", "escape", "markup"]
 )
 async def test_the_settings_screen_survives_any_typed_path(
-    typed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    typed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if typed in ("~no-such-user-here/model", "a" * 300):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ROUTED to settings.py: Apply calls Path(text).expanduser().exists(), which "
-                "raises RuntimeError for ~unknown-user and OSError (name too long); "
-                "settings_logic.model_path_problem(text) gives the message instead",
-            )
-        )
     monkeypatch.chdir(tmp_path)
     engine = DetectEngine()
     config_path = tmp_path / "config.toml"

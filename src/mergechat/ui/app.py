@@ -77,6 +77,10 @@ class MergechatApp(App[int]):
         self._problems = [*problems, *option_problems]
         self.engine = DeferredEngine()
         self.model_state: ModelState | None = None
+        #: The load sent last, and the one that loaded the model in `model_state`.
+        self.pending_request: LoadRequest | None = None
+        self.loaded_request: LoadRequest | None = None
+        self._restoring = False
         self.capabilities: CapabilitiesReady | None = None
         path = self.options.model_path
         # The first frame already says what is coming: the model's name and "loading".
@@ -104,7 +108,7 @@ class MergechatApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self.set_keymap(self.config.keymap)
         for text in problems:
-            self.notify(text, title="Settings", severity="warning", timeout=10)
+            self.notify(text, title="Settings", severity="warning", timeout=10, markup=False)
 
     def on_ready(self) -> None:
         # The first frame is on screen: now open the history and start the engine (its import
@@ -115,6 +119,10 @@ class MergechatApp(App[int]):
         if self.config.keymap:
             # Checking the ids imports every screen module: not while the first frame is written.
             self.set_timer(0.5, self._check_keymap)
+        if self.config.model.device != "auto":
+            # Devices first, so a settings screen opened during the load can already tell that a
+            # device named in the config or on the command line is missing here.
+            self.engine.detect(None, "auto")
         if self.options.model_path is not None:
             self._load(load_request(self.config))
         else:
@@ -128,6 +136,7 @@ class MergechatApp(App[int]):
                 title="Settings",
                 severity="warning",
                 timeout=10,
+                markup=False,
             )
 
     @work(thread=True, exclusive=True, group="engine-start", exit_on_error=False)
@@ -153,11 +162,18 @@ class MergechatApp(App[int]):
     def on_engine_start_failed(self, message: EngineStartFailed) -> None:
         self.chat.load_progress.hide()
         self.chat.set_phase("error")
-        self.notify(message.message, title="The engine did not start", severity="error", timeout=30)
+        self.notify(
+            message.message,
+            title="The engine did not start",
+            severity="error",
+            timeout=30,
+            markup=False,
+        )
 
-    def _load(self, request: LoadRequest) -> None:
+    def _load(self, request: LoadRequest, *, restore: bool = False) -> None:
         if self.chat.conversation.busy:
             self.engine.cancel()
+        self.pending_request, self._restoring = request, restore
         self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=request.path.name)
         self.chat.load_progress.show_progress("starting", 0.0, str(request.path))
         self.engine.load(request)
@@ -169,6 +185,19 @@ class MergechatApp(App[int]):
     # -- engine events ----------------------------------------------------------------------------
     def on_engine_event_message(self, message: EngineEventMessage) -> None:
         self.events.dispatch(message.event)
+
+    def restore_model(self, previous: ModelState) -> bool:
+        """Load ``previous`` again after a failed load released it; False if that is not tried.
+
+        Tried once: when the failed load was itself such a restore, the app stays without a model.
+        """
+        request, restoring = self.loaded_request, self._restoring
+        self._restoring = False
+        if restoring or request is None:
+            return False
+        # In the precision it had (a switch may have changed it since it was loaded).
+        self._load(replace(request, path=previous.path, dtype=previous.dtype), restore=True)
+        return True
 
     def remember_loaded_model(self, state: ModelState) -> None:
         """Put the model that just loaded first in the recent list and save the config."""
@@ -202,6 +231,10 @@ class MergechatApp(App[int]):
         screen = SettingsScreen(
             self.config, self.engine, self.model_state, config_path=self._config_path
         )
+        if self.capabilities is not None:
+            # The devices and probes at once (a device missing here is caught on open); the
+            # model's assessment comes fresh once the screen's path has been inspected.
+            screen.show_capabilities(CapabilitiesReady(self.capabilities.capabilities))
         self.push_screen(screen, self._on_settings_closed)
 
     def _on_settings_closed(self, result: SettingsResult | None) -> None:
@@ -264,7 +297,7 @@ class MergechatApp(App[int]):
         try:
             save_config(self.file_config, self._config_path)
         except MergechatError as error:
-            self.notify(str(error), title="Settings not saved", severity="error")
+            self.notify(str(error), title="Settings not saved", severity="error", markup=False)
 
 
 def run_app(options: AppOptions) -> int:

@@ -33,6 +33,11 @@ _SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
 }
 
 
+def error_text(message: str, hint: str | None) -> str:
+    """An error as the app shows it: the CLI's message, then ``hint: ...`` on its own line."""
+    return f"{message}\nhint: {hint}" if hint else message
+
+
 class EngineEventRouter:
     """Applies each `EngineEvent` to the app: status bar, chat, notifications, open screens.
 
@@ -74,17 +79,19 @@ class EngineEventRouter:
         app, chat, state = self.app, self.app.chat, event.state
         # torch and transformers are imported now: keep their objects out of later GC passes.
         freeze_long_lived_objects()
-        app.model_state = state
+        app.model_state, app.loaded_request = state, app.pending_request
         chat.load_progress.hide()
         info = chat.status.info.with_model(state)
         chat.status.set_info(replace(info, tokens_per_s=None, context_used=0))
         chat.set_phase("ready")
+        # Engine texts quote paths and library errors: never parse them as markup.
         app.notify(
             f"{state.name}: {state.dtype} on {state.device}. {state.reason}".strip(),
             title="Model loaded",
+            markup=False,
         )
         for warning in event.warnings:
-            app.notify(warning, severity="warning", timeout=10)
+            app.notify(warning, severity="warning", timeout=10, markup=False)
         app.remember_loaded_model(state)
         chat.use_model(state.path)
         if not self._conversation_opened:
@@ -97,14 +104,28 @@ class EngineEventRouter:
     def _load_failed(self, event: LoadFailed) -> None:
         app, chat = self.app, self.app.chat
         chat.load_progress.hide()
-        app.model_state = event.state
+        previous, app.model_state = app.model_state, event.state
+        text = error_text(event.message, event.hint)
         if event.state is not None:
             chat.status.set_info(chat.status.info.with_model(event.state))
             chat.set_phase("ready")
         else:
-            chat.set_phase("error", model="", device="", dtype="", merge_method=None)
-        text = f"{event.message}\n{event.hint}" if event.hint else event.message
-        app.notify(text, title="Load failed", severity="error", timeout=30)
+            chat.set_phase(
+                "error",
+                model="",
+                device="",
+                dtype="",
+                merge_method=None,
+                context_max=None,
+                fallback_template=False,
+            )
+            # The engine let the previous model go before the failure: bring it back.
+            if previous is not None and app.restore_model(previous):
+                text += f"\nLoading {previous.name} again."
+        if app.capabilities is None:
+            # Which devices exist, for the settings screen the user will open to fix this.
+            app.engine.detect(None, "auto")
+        app.notify(text, title="Load failed", severity="error", timeout=30, markup=False)
 
     def _reply_finished(self, event: ReplyFinished) -> None:
         self.app.chat.reply_finished(event)
@@ -123,7 +144,7 @@ class EngineEventRouter:
         text = f"Now {event.state.dtype} ({event.method}, {event.seconds:.2f} s)."
         if event.fidelity is not None:
             text += f"\n{event.fidelity.summary()}"
-        app.notify(text, title="Precision switched", timeout=15)
+        app.notify(text, title="Precision switched", timeout=15, markup=False)
 
     def _switch_failed(self, event: SwitchFailed) -> None:
         app, chat = self.app, self.app.chat
@@ -131,8 +152,10 @@ class EngineEventRouter:
             app.model_state = event.state
             chat.status.set_info(chat.status.info.with_model(event.state))
         chat.set_phase("ready" if app.model_state is not None else "error")
-        text = f"{event.message}\n{event.hint}" if event.hint else event.message
-        app.notify(text, title="Precision switch failed", severity="error", timeout=30)
+        text = error_text(event.message, event.hint)
+        app.notify(
+            text, title="Precision switch failed", severity="error", timeout=30, markup=False
+        )
 
     def _capabilities(self, event: CapabilitiesReady) -> None:
         self.app.capabilities = event
@@ -144,4 +167,4 @@ class EngineEventRouter:
 
     def _notice(self, event: EngineNotice) -> None:
         severity = _SEVERITY.get(event.level, "warning")
-        self.app.notify(event.message, severity=severity, timeout=10)
+        self.app.notify(event.message, severity=severity, timeout=10, markup=False)

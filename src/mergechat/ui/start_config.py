@@ -23,7 +23,10 @@ def effective_config(config: Config, options: AppOptions) -> tuple[Config, list[
     if options.device:
         model = replace(model, device=options.device)
     if options.dtype:
-        model = replace(model, dtype=options.dtype)
+        try:
+            model = replace(model, dtype=parse_dtype_choice(options.dtype))
+        except ValueError as error:  # the load would quietly use auto: say so
+            problems.append(f"{error}; using {model.dtype}")
     if options.trust_remote_code:
         model = replace(model, trust_remote_code=True)
     overrides: dict[str, Any] = {

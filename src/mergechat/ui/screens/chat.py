@@ -24,6 +24,7 @@ from mergechat.core.history_types import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
+from mergechat.ui.engine_events import error_text
 from mergechat.ui.history_recorder import ChatHistory
 from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
 from mergechat.ui.widgets.conversation_view import ConversationView
@@ -252,7 +253,9 @@ class ChatScreen(Screen[None]):
             await self._reply.fail(str(error))
             self._reply = None
             self.set_phase("ready")
-            self.notify(str(error), title="Could not start the reply", severity="error")
+            self.notify(
+                str(error), title="Could not start the reply", severity="error", markup=False
+            )
             return
         self.conversation.begin(request_id, kind)
         self.refresh_bindings()
@@ -307,5 +310,5 @@ class ChatScreen(Screen[None]):
         if reply is not None:
             reply.fail(event.message, event.partial_text)
         self.set_phase("ready")
-        text = f"{event.message} ({event.hint})" if event.hint else event.message
-        self.notify(text, title="Reply failed", severity="error")
+        text = error_text(event.message, event.hint)
+        self.notify(text, title="Reply failed", severity="error", markup=False)

@@ -193,16 +193,24 @@ class SettingsScreen(Screen[SettingsResult | None]):
 
     def _settle(self) -> None:
         """Inspect a new path, and ask the engine to judge the current path and device."""
-        path_text, device = self._path_value(), self._select_value("device")
+        path_text = self._path_value()
         if path_text != self._inspected:
             self._inspected, self._info = path_text, None
             if path_text:
                 self._show_model(Content.styled("reading the model's files…", "$text-muted"))
                 self._inspect(path_text)
-            else:
-                self._show_model(Content.styled("no model chosen", "$text-muted"))
-        model = Path(path_text).expanduser() if path_text else None
-        model = model if model is not None and model.exists() else None
+                return  # the detector is asked once the inspection has answered
+            self._show_model(Content.styled("no model chosen", "$text-muted"))
+        self._request_detect()
+
+    def _request_detect(self) -> None:
+        """Ask the engine for verdicts on the current device, for the model if it inspected well.
+
+        A path that failed inspection is left out: the engine would only fail on it again (a
+        second notice of the same error) and answer nothing, leaving "measuring…" up for good.
+        """
+        device = self._select_value("device")
+        model = Path(self._inspected).expanduser() if self._inspected and self._info else None
         if (str(model or ""), device) != self._last_request:
             self._last_request = (str(model or ""), device)
             self._pending += 1
@@ -229,6 +237,7 @@ class SettingsScreen(Screen[SettingsResult | None]):
         trusted = self.query_one("#trust", Checkbox).value
         self._show_model(view.model_text(info, error, trusted=trusted))
         self._refresh_detector()
+        self._request_detect()
 
     def _show_model(self, content: Content) -> None:
         self.query_one("#model-info", Static).update(content)
@@ -256,7 +265,11 @@ class SettingsScreen(Screen[SettingsResult | None]):
             select.set_options(_options(["auto", *ids], labels))
             select.value = wanted or "auto"
         if wanted is None:
-            self.notify(f"device {current} is not on this machine; using auto", severity="warning")
+            self.notify(
+                f"device {current} is not on this machine; using auto",
+                severity="warning",
+                markup=False,
+            )
             self._schedule(0.05)
 
     # -- verdicts -----------------------------------------------------------------------------
@@ -327,9 +340,11 @@ class SettingsScreen(Screen[SettingsResult | None]):
             return  # the fields are not there to read yet
         generation, invalid = self.query_one(GenerationForm).read()
         path_text = self._path_value()
-        if path_text and not Path(path_text).expanduser().exists():
+        # Never raises: a NUL, ~unknown-user or an over-long name is a message, not a crash.
+        problem = logic.model_path_problem(path_text)
+        if problem is not None:
             self.query_one("#model-path-error", Static).update(
-                Content.styled(f"no such file or folder: {path_text}", "$text-error")
+                Content.styled(problem, "$text-error")
             )
             invalid.insert(0, self.query_one("#model-path", Input))
         if invalid or generation is None:

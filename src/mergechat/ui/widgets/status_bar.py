@@ -28,6 +28,8 @@ class StatusInfo:
     tokens_per_s: float | None = None
     context_used: int | None = None
     context_max: int | None = None
+    #: The model has no chat template: prompts use mergechat's ChatML fallback (marked always).
+    fallback_template: bool = False
 
     def with_model(self, state: ModelState) -> StatusInfo:
         """These values with the model fields taken from ``state``."""
@@ -38,6 +40,7 @@ class StatusInfo:
             dtype=state.dtype,
             merge_method=state.merge_method,
             context_max=state.context_max,
+            fallback_template=state.fallback_template,
         )
 
     def phase_text(self) -> str:
@@ -95,4 +98,6 @@ class StatusBar(Static):
             parts.append(Content(f"ctx {used}/{info.context_max}"))
         if info.merge_method:
             parts.append(Content.from_markup("merge: $method", method=info.merge_method))
+        if info.fallback_template:
+            parts.append(Content.styled("no chat template: ChatML fallback", "$text-warning"))
         return Content(" ") + Content(" │ ").join(parts)
