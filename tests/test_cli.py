@@ -78,7 +78,7 @@ def test_nonexistent_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     missing = tmp_path / "nope"
     assert cli.main([str(missing), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[0] == f"mergechat: error: no such model folder or file: {missing}"
+    assert err.splitlines()[0] == f"mergechat: error: model path does not exist: {missing}"
     assert err.splitlines()[1].startswith("  hint: ")
     assert cli.main(["doctor", str(missing)]) == 2
 
@@ -310,3 +310,15 @@ def test_ctrl_c_during_reply_keeps_partial_and_exits_130(tiny_merge_dir: Path) -
     assert proc.returncode == 130, err
     assert out.endswith("\n") and out.strip()
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+
+
+def test_app_mode_opens_on_a_missing_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app itself says the path is missing and lets settings pick another model."""
+    import mergechat.ui.app
+    from mergechat.ui.options import AppOptions
+
+    seen: list[AppOptions] = []
+    monkeypatch.setattr(mergechat.ui.app, "run_app", lambda options: seen.append(options) or 0)
+    missing = tmp_path / "gone" / "model"
+    assert cli.main([str(missing)]) == 0
+    assert [options.model_path for options in seen] == [missing]

@@ -243,7 +243,8 @@ def _use_demo(args: argparse.Namespace) -> None:
         args.path = ensure_demo_model(_demo_progress)
 
 
-def _check_path(path: Path | None) -> Path | None:
+def _check_path(path: Path | None, *, must_exist: bool) -> Path | None:
+    """``path`` expanded and absolute; unusable or (when ``must_exist``) missing is bad input."""
     if path is None:
         return None
     try:
@@ -256,11 +257,13 @@ def _check_path(path: Path | None) -> Path | None:
         found = path.exists()
     except OSError as exc:  # a name too long, a loop of links...
         raise ModelFolderError(f"unusable model path {path}: {exc.strerror}") from None
-    if not found:
-        raise ModelFolderError(
-            f"no such model folder or file: {path}", "give a model folder or a .gguf file"
-        )
-    return path.resolve()
+    if found:
+        return path.resolve()
+    if must_exist:
+        from mergechat.core.inspect import missing_path_error
+
+        raise missing_path_error(path)
+    return path.absolute()  # the app opens anyway: it says so and settings picks another
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -369,7 +372,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Runner]:
         args, runner = build_parser().parse_args(argv), _run_main
     if getattr(args, "demo", False) and args.path is not None:
         raise BadInputError("give a model PATH or --demo, not both")
-    args.path = _check_path(args.path)
+    # The app opens on a missing path (a notice, then F2 picks another model); nothing else does.
+    app_mode = runner is _run_main and getattr(args, "prompt", None) is None
+    args.path = _check_path(args.path, must_exist=not app_mode)
     return args, runner
 
 

@@ -64,13 +64,18 @@ def require_usable(info: ModelInfo) -> None:
         raise ModelFolderError(first.message, hint=first.hint)
 
 
+def missing_path_error(given: Path) -> ModelFolderError:
+    """The one error for a model path that does not exist (the CLI and the app say the same)."""
+    return ModelFolderError(
+        f"model path does not exist: {given}",
+        hint="give a local model folder or .gguf file (mergechat never downloads from a hub)",
+    )
+
+
 def _inspect(path: str | Path) -> ModelInfo:
     given = Path(path).expanduser()
     if not given.exists():
-        raise ModelFolderError(
-            f"model path does not exist: {given}",
-            hint="mergechat reads local folders; download a hub model first",
-        )
+        raise missing_path_error(given)
     target = given.resolve()
     if target.is_file():
         if target.suffix.lower() == ".gguf":
