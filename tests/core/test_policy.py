@@ -155,15 +155,33 @@ def test_explicit_dtype_wins_with_a_warning() -> None:
     assert fine.recommendation.warnings == ()
 
 
-def test_float32_model_keeps_float32_and_notes_faster_rounding_dtype() -> None:
+def test_float32_model_runs_as_bfloat16_when_clearly_faster_and_says_so() -> None:
     rec = assess(model(135_000_000, "float32", merge=False), caps((cpu(),), EPYC)).recommendation
-    assert rec.dtype == "float32"
-    assert rec.reason == "float32: the model's dtype, measured ok on this CPU"
+    assert rec.dtype == "bfloat16"  # same range as float32, probed 1.7x faster
+    assert rec.reason == (
+        "bfloat16: 1.7x faster than float32 (the model's dtype) on this CPU, same range, rounds "
+        "the weights; --dtype float32 keeps the weights as stored"
+    )
     # float16 is fastest but lacks float32's range: pointed out, never chosen.
     assert rec.warnings == (
-        "float16 measured 2.5x faster but a float32 model can overflow in float16; "
+        "float16 measured 1.5x faster but a float32 model can overflow in float16; "
         "pick it with --dtype float16",
     )
+
+
+def test_float32_model_keeps_float32_when_bfloat16_is_only_a_little_faster() -> None:
+    close = probes("cpu", float32=0.0030, bfloat16=0.0025, float16=0.0012)
+    rec = assess(model(135_000_000, "float32", merge=False), caps((cpu(),), close)).recommendation
+    assert rec.dtype == "float32"
+    assert rec.reason == "float32: the model's dtype, measured ok on this CPU"
+
+
+def test_user_float32_is_kept_even_when_bfloat16_is_faster() -> None:
+    result = assess(
+        model(135_000_000, "float32", merge=False), caps((cpu(),), EPYC), dtype="float32"
+    )
+    assert result.recommendation.dtype == "float32"
+    assert result.recommendation.reason == "float32: chosen by the user"
 
 
 def test_does_not_fit_is_a_verdict_with_sizes() -> None:
@@ -222,6 +240,13 @@ def test_a100_takes_a_bf16_merge_natively() -> None:
         "bfloat16: the merge's dtype, runs natively on cuda:0 (NVIDIA A100-SXM4-80GB)"
     )
     assert "first GPU where it runs and fits" in rec.reason
+
+
+def test_float32_model_on_a_gpu_runs_as_bfloat16() -> None:
+    on_a100 = caps((cpu(), A100), EPYC, A100_PROBES)
+    rec = assess(model(135_000_000, "float32", merge=False), on_a100).recommendation
+    assert (rec.device, rec.dtype) == ("cuda:0", "bfloat16")
+    assert rec.reason.startswith("bfloat16: 2.5x faster than float32")
 
 
 def test_v100_avoids_emulated_bf16_with_float32_and_says_why_not_float16() -> None:
