@@ -20,7 +20,7 @@ lint: install
 	.venv/bin/mypy
 
 bench: install
-	HF_HUB_OFFLINE=1 .venv/bin/python bench/decode_throughput.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py
 
 clean:
 	rm -rf .venv build dist .pytest_cache .mypy_cache .ruff_cache
