@@ -1,7 +1,8 @@
 """SIGHUP/SIGTERM mid-reply to a real `mergechat` process: the prompt and the partial reply stay.
 
-A dropped SSH session sends SIGHUP; `kill` sends SIGTERM. Each test runs `python -m mergechat` on
-the tiny model with a long greedy reply and opens the history store afterwards.
+A dropped SSH session sends SIGHUP (and takes the terminal away); `kill` sends SIGTERM. Each test
+runs `python -m mergechat` (the app in a pseudo-terminal, or one-shot) on the tiny model with a
+long greedy reply, checks the exit and the terminal, and opens the history store afterwards.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ import pytest
 
 from mergechat.core.history import HistoryStore
 from mergechat.core.history_types import Conversation
+from mergechat.termination import RESET_SEQUENCE
 
 # Greedy decoding of the random tiny model does not stop early on this prompt (checked: 400
 # tokens), so the reply is still streaming when the signal arrives.
 PROMPT = "Tell me a long story"
 # Long enough that the reply is still streaming when the signal comes, even on a fast machine.
 FLAGS = ["--max-new-tokens", "6000", "--temperature", "0", "--dtype", "float32"]
+SIGNALS = [signal.SIGHUP, signal.SIGTERM]
+SIGNAL_IDS = ["SIGHUP", "SIGTERM"]
+#: What Textual writes when it gives the terminal back: alternate screen off, cursor shown,
+#: mouse reporting and bracketed paste off.
+RESTORE_SEQUENCES = [b"\x1b[?1049l", b"\x1b[?25h", b"\x1b[?1000l", b"\x1b[?2004l"]
 pytestmark = pytest.mark.slow
 
 
@@ -65,10 +72,11 @@ def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_oneshot_saves_prompt_and_partial_reply_on_sighup(
+def test_oneshot_saves_prompt_and_partial_reply_on_sigterm(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    signum = signal.SIGHUP  # SIGTERM takes the same path (tests/test_oneshot_history.py)
+    # SIGHUP: test_oneshot_in_a_terminal_that_hangs_up_saves_the_reply_and_exits.
+    signum = signal.SIGTERM
     data = tmp_path / "data"
     cmd = [sys.executable, "-m", "mergechat", str(tiny_model_dir), "--prompt", PROMPT, *FLAGS]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(data))
@@ -91,10 +99,15 @@ def test_oneshot_saves_prompt_and_partial_reply_on_sighup(
 class _Terminal:
     """`mergechat` run in a pseudo-terminal, as over SSH; its output is read continuously."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], stderr_file: Path | None = None
+    ) -> None:
         pid, fd = pty.fork()
         if pid == 0:  # the child: a session leader whose controlling terminal is the pty
             try:
+                if stderr_file is not None:
+                    # Still a child of the pty, but its errors stay readable after a hang-up.
+                    os.dup2(os.open(stderr_file, os.O_WRONLY | os.O_CREAT, 0o600), 2)
                 os.execve(sys.executable, [sys.executable, "-m", "mergechat", *args], env)
             finally:
                 os._exit(127)
@@ -117,6 +130,11 @@ class _Terminal:
 
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
+
+    def cooked(self) -> bool:
+        """True when the terminal is in its normal line mode (echo and line editing on)."""
+        lflag = termios.tcgetattr(self.fd)[3]
+        return bool(lflag & termios.ECHO) and bool(lflag & termios.ICANON)
 
     def wait(self, timeout: float) -> int:
         """The exit status (128 + N when killed by signal N); fails after ``timeout`` seconds."""
@@ -152,11 +170,16 @@ def _send_when_ready(term: _Terminal, data: Path) -> None:
     _wait(saved, timeout=60, what="the prompt to be saved")
 
 
-def test_app_in_a_terminal_saves_the_prompt_on_sighup(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_app_in_a_terminal_saves_the_reply_and_restores_the_terminal_on_signal(
+    tiny_model_dir: Path, tmp_path: Path, signum: int
+) -> None:
     data = tmp_path / "data"
     term = _Terminal([str(tiny_model_dir), *FLAGS], _env(data))
     try:
+        assert term.cooked()
         _send_when_ready(term, data)
+        assert not term.cooked()  # the app has the terminal in raw mode
 
         # The streaming reply is saved about once a second: wait for its first save.
         def reply_text() -> str:
@@ -165,8 +188,9 @@ def test_app_in_a_terminal_saves_the_prompt_on_sighup(tiny_model_dir: Path, tmp_
 
         _wait(reply_text, 10, "the reply's first save")
         streamed = reply_text()
-        os.kill(term.pid, signal.SIGHUP)
+        os.kill(term.pid, signum)
         assert term.wait(timeout=30) == 0
+        assert term.cooked(), "the terminal is given back in line mode"
     finally:
         term.close()
     [conv] = _conversations(data)
@@ -174,15 +198,20 @@ def test_app_in_a_terminal_saves_the_prompt_on_sighup(tiny_model_dir: Path, tmp_
     assert (user.role, user.text) == ("user", PROMPT)
     assert (reply.role, reply.state) == ("assistant", "stopped")
     assert reply.text.startswith(streamed)  # and what streamed after that save, up to the signal
-    # The terminal was given back: alternate screen left, cursor shown.
-    assert b"\x1b[?1049l" in term.output and b"Traceback" not in term.output
+    # The terminal was given back: alternate screen left, cursor shown, mouse and paste off.
+    tail = term.output[term.output.rfind(b"\x1b[?1049h") :]
+    assert all(sequence in tail for sequence in RESTORE_SEQUENCES), tail[-300:]
+    assert b"Traceback" not in term.output
 
 
 def test_app_exits_when_the_terminal_hangs_up(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
+    # Textual draws on stderr, so it stays on the terminal here (no stderr_file).
     term = _Terminal([str(tiny_model_dir), *FLAGS], _env(data))
     try:
         _send_when_ready(term, data)
+        # Mid-reply: the reply's row exists (it is added once its widgets are on screen).
+        _wait(lambda: len(_conversations(data)[0].messages) == 2, 30, "the reply's row")
     finally:
         term.close()  # as sshd does when the connection drops: the kernel sends SIGHUP
     term.wait(timeout=30)
@@ -190,3 +219,71 @@ def test_app_exits_when_the_terminal_hangs_up(tiny_model_dir: Path, tmp_path: Pa
     user, reply = conv.messages
     assert (user.role, user.text) == ("user", PROMPT)
     assert reply.role == "assistant" and reply.state in ("stopped", "complete")
+
+
+def test_oneshot_in_a_terminal_that_hangs_up_saves_the_reply_and_exits(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data, errors = tmp_path / "data", tmp_path / "stderr.txt"
+    args = [str(tiny_model_dir), "--prompt", PROMPT, *FLAGS]
+    term = _Terminal(args, _env(data), stderr_file=errors)
+    try:
+        _wait(lambda: len(term.output) > 40, 60, "the reply to stream")
+    finally:
+        term.close()  # the SSH connection drops: SIGHUP, and stdout is gone (EIO)
+    assert term.wait(timeout=30) == 128 + signal.SIGHUP
+    assert "Traceback" not in errors.read_text()
+    [conv] = _conversations(data)
+    user, reply = conv.messages
+    assert (user.role, user.text, user.state) == ("user", PROMPT, "complete")
+    assert (reply.role, reply.state) == ("assistant", "stopped") and reply.text
+
+
+_RAW_CHILD = """
+import os, sys, termios, threading, time
+from mergechat.termination import exit_watchdog
+attrs = termios.tcgetattr(0)  # as Textual's raw mode: no echo, no line editing, no ^C, no ICRNL
+attrs[0] &= ~(termios.ICRNL | termios.IXON)
+attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+termios.tcsetattr(0, termios.TCSANOW, attrs)
+os.write(2, b"\\x1b[?1049h\\x1b[?25l")
+if sys.argv[1] == "stuck":  # the terminal stopped reading: output blocks
+    threading.Thread(target=lambda: [os.write(2, b"x" * 4096) for _ in iter(int, 1)]).start()
+exit_watchdog(0.3, 0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("terminal", ["reading", "stuck"])
+def test_the_exit_watchdog_gives_the_terminal_back_and_never_blocks(terminal: str) -> None:
+    # The watchdog ends an app whose clean exit after SIGHUP/SIGTERM hangs; it must leave the
+    # terminal usable, even when the terminal no longer reads what is written to it.
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", _RAW_CHILD, terminal])
+        finally:
+            os._exit(127)
+    output = bytearray()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if terminal == "reading":
+                with contextlib.suppress(OSError):
+                    output += os.read(fd, 65536)
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the watchdog did not end the process")
+        assert os.waitstatus_to_exitcode(status) == 0
+        lflag = termios.tcgetattr(fd)[3]
+        assert lflag & termios.ECHO and lflag & termios.ICANON and lflag & termios.ISIG
+        if terminal == "reading":
+            with contextlib.suppress(OSError):
+                output += os.read(fd, 65536)
+            assert output.endswith(RESET_SEQUENCE.encode()), output[-200:]
+    finally:
+        os.close(fd)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 
 def termination_signals() -> list[int]:
@@ -99,8 +100,56 @@ def exit_watchdog(seconds: float, code: int) -> threading.Timer:
 
     After a hang-up the terminal is gone: restoring it can block forever on a full output
     queue, and the process would linger. The caller cancels the timer once it has exited.
+    Before it ends the process, the timer puts the terminal back in line mode (`restore_terminal`,
+    which never blocks), since the app did not get to.
     """
-    timer = threading.Timer(seconds, os._exit, args=(code,))
+    timer = threading.Timer(seconds, _exit_now, args=(code,))
     timer.daemon = True
     timer.start()
     return timer
+
+
+def _exit_now(code: int) -> None:
+    restore_terminal()
+    os._exit(code)
+
+
+#: Turns off what a full-screen app turns on: the alternate screen, the hidden cursor, mouse
+#: reporting, bracketed paste, focus events and the kitty keyboard protocol.
+RESET_SEQUENCE = (
+    "\x1b[<u\x1b[?1000l\x1b[?1003l\x1b[?1015l\x1b[?1006l\x1b[?2004l\x1b[?1004l\x1b[?1049l\x1b[?25h"
+)
+
+
+def restore_terminal(in_fd: int | None = None, out_fd: int | None = None) -> None:
+    """Best effort and never blocking: line mode back on ``in_fd``, `RESET_SEQUENCE` to ``out_fd``.
+
+    The defaults are the process's stdin and stderr (where Textual draws), when they are
+    terminals. Errors (a terminal that hung up, a full output queue) are ignored. ``out_fd`` is
+    left non-blocking: this is for the moment before the process ends.
+    """
+    try:
+        import termios
+    except ImportError:  # Windows: no termios, and the console is not left in raw mode
+        return
+    in_fd = _tty_fd(sys.__stdin__) if in_fd is None else in_fd
+    out_fd = _tty_fd(sys.__stderr__) if out_fd is None else out_fd
+    if in_fd is not None:
+        with suppress(OSError, termios.error):
+            attrs = termios.tcgetattr(in_fd)
+            # The bits raw mode clears (Textual's and tty.setraw's): echo, line editing, ^C
+            # signals, CR as Enter and XON/XOFF. TCSANOW: no waiting for output to drain.
+            attrs[0] |= termios.ICRNL | termios.IXON
+            attrs[3] |= termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG
+            termios.tcsetattr(in_fd, termios.TCSANOW, attrs)
+    if out_fd is not None:
+        with suppress(OSError):
+            os.set_blocking(out_fd, False)
+            os.write(out_fd, RESET_SEQUENCE.encode())
+
+
+def _tty_fd(stream: TextIO | None) -> int | None:
+    with suppress(AttributeError, OSError, ValueError):
+        if stream is not None and stream.isatty():
+            return stream.fileno()
+    return None

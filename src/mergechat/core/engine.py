@@ -167,7 +167,10 @@ class Engine:
                 break
             try:
                 self._dispatch(command)
-            except Exception as exc:
+            except BaseException as exc:
+                # Even a SystemExit or KeyboardInterrupt raised by model code (remote code, a
+                # hook) ends only this command: nothing else may end the thread that owns the
+                # model, or every later command would wait forever.
                 self._fail(command, exc)
         self._unload()
 
@@ -226,7 +229,7 @@ class Engine:
         loaded = self._loaded
         try:
             result, outcome = switching.switch(loaded, dtype, emit=self._emit)
-        except Exception:
+        except BaseException:
             # switch() restores on its own failures; this is an unexpected error (e.g. in the
             # reference probe, before any change). Keep the model unless it was released.
             if loaded.model is None:
@@ -271,7 +274,7 @@ class Engine:
     def _emit(self, event: EngineEvent) -> None:
         self._sink(event)
 
-    def _fail(self, command: _Command, exc: Exception) -> None:
+    def _fail(self, command: _Command, exc: BaseException) -> None:
         """End ``command`` with its failure event; the thread carries on."""
         state = self._state
         dtype, device = (state.dtype, state.device) if state else (None, None)

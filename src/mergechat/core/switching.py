@@ -10,6 +10,7 @@ from typing import Any, Literal
 from mergechat.core.api import EngineEvent, SwitchFailed, SwitchFinished, SwitchStarted
 from mergechat.core.dtypes import DType, torch_dtype
 from mergechat.core.error_translation import translate
+from mergechat.core.errors import MergechatError
 from mergechat.core.fidelity import PROBE_TEXT, compare_logits, probe_logits
 from mergechat.core.loader import (
     LoadedModel,
@@ -79,7 +80,7 @@ def switch(
     try:
         switched = _cast(loaded, target) if method == "cast" else _reload(loaded, target)
         logits = check_finite(switched.model, switched.tokenizer, target, text=PROBE_TEXT)
-    except Exception as exc:
+    except BaseException as exc:  # even a SystemExit from model code: never leave half-cast weights
         error = translate(exc, dtype=target, device=loaded.state.device)
         restored, note = _restore(loaded, source, method)
         state = restored.state if restored else None
@@ -120,6 +121,11 @@ def _restore(loaded: LoadedModel, source: DType, method: Method) -> tuple[Loaded
 def _with_dtype(loaded: LoadedModel, target: DType) -> LoadedModel:
     # The state reports what the parameters really are after the cast, not what was asked.
     dtype = read_dtype(loaded.model)
+    params = loaded.model.parameters()
+    mixed = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.is_floating_point()})
+    if len(mixed) > 1:
+        # A cast that stopped part-way; the caller casts everything back.
+        raise MergechatError(f"the cast left the weights in mixed dtypes ({', '.join(mixed)})")
     state = dataclasses.replace(loaded.state, dtype=dtype, reason=_USER_CHOICE)
     return dataclasses.replace(
         loaded, state=state, exact=loaded.exact and holds_disk_values(loaded.info, dtype)

@@ -1,0 +1,308 @@
+"""The app with the real engine under faults and load: a reply failing mid-stream, a switch
+while a reply streams, prompts and stops through the chat screen, and 200 prompts back to back
+through the app's engine client (no leaked threads, flat memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_helpers import wait_for
+from textual.pilot import Pilot
+from transformers import LlamaForCausalLM
+
+from mergechat.core.api import (
+    ChatMessage,
+    EngineEvent,
+    GenerationSettings,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+)
+from mergechat.core.history import HistoryStore, default_path
+from mergechat.ui.app import MergechatApp
+from mergechat.ui.options import AppOptions
+from mergechat.ui.widgets.assistant_message import AssistantMessage
+
+pytestmark = pytest.mark.slow
+SIZE = (100, 30)
+WARM_UP = 20
+PROMPTS = 200
+#: Prompts typed into the chat screen (each mounts widgets and renders: ~0.5 s on 2 busy cores).
+UI_PROMPTS = 9
+SETTINGS = GenerationSettings(max_new_tokens=4, temperature=0.0)
+RSS_MARGIN_MB = 12.0
+
+
+def _app(model: Path, max_new_tokens: int = 4) -> MergechatApp:
+    overrides = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
+    return MergechatApp(
+        AppOptions(model_path=model, device="cpu", dtype="bfloat16", generation_overrides=overrides)
+    )
+
+
+async def _ready(app: MergechatApp, pilot: Pilot[object]) -> None:
+    """Until the model is loaded and no reply is in flight."""
+    chat = app.chat
+    await wait_for(
+        pilot, lambda: chat.phase in ("ready", "error") and not chat.conversation.busy, 120
+    )
+    assert chat.phase == "ready", [n.message for n in app._notifications]
+
+
+async def _send(app: MergechatApp, pilot: Pilot[object], text: str) -> None:
+    """Type ``text`` into the prompt and send it, as Enter does."""
+    app.chat.prompt.load_text(text)
+    await pilot.press("enter")
+
+
+def ask(text: str) -> list[ChatMessage]:
+    return [ChatMessage("user", text)]
+
+
+def _replies(app: MergechatApp) -> list[AssistantMessage]:
+    return list(app.chat.query(AssistantMessage))
+
+
+def _rss_mb() -> float:
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _saved_messages() -> list[tuple[str, str, str]]:
+    with HistoryStore.open(default_path()) as store:
+        return [
+            (m.role, m.state, m.text)
+            for s in store.list_conversations()
+            for m in store.get_conversation(s.id).messages
+        ]
+
+
+async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_works(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_forward = LlamaForCausalLM.forward
+    calls = {"n": 0, "armed": False}
+
+    def fails_on_the_fifth_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if calls["armed"]:
+            calls["n"] += 1
+            if calls["n"] == 5:  # the prefill and three decode steps went through
+                calls["armed"] = False
+                raise RuntimeError("injected fault in the forward pass")
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", fails_on_the_fifth_call)
+    app = _app(tiny_model_dir, max_new_tokens=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        engine_thread = next(t for t in threading.enumerate() if t.name == "mergechat-engine")
+        calls["armed"] = True
+        await _send(app, pilot, "Hello")
+        await _ready(app, pilot)
+        failed = _replies(app)[-1]
+        await wait_for(pilot, lambda: failed.footer_text.startswith("failed:"))
+        assert failed.footer_text == "failed: RuntimeError: injected fault in the forward pass"
+        partial = failed.body.source
+        assert partial  # the partial reply stays on screen
+        assert any(n.title == "Reply failed" for n in app._notifications)
+        # A failed reply is not part of the context.
+        assert [m.role for m in app.chat.conversation.messages] == ["user"]
+        assert engine_thread.is_alive()
+
+        await _send(app, pilot, "Hello again")
+        await _ready(app, pilot)
+        answered = _replies(app)[-1]
+        await wait_for(pilot, lambda: "tokens" in answered.footer_text)
+        roles = [m.role for m in app.chat.conversation.messages]
+        assert roles == ["user", "user", "assistant"]
+        assert engine_thread.is_alive()
+    saved = _saved_messages()
+    assert [(role, state) for role, state, _ in saved] == [
+        ("user", "complete"),
+        ("assistant", "failed"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert saved[1][2] == partial
+
+
+async def test_a_switch_asked_for_while_a_reply_streams_is_refused_and_works_after(
+    tiny_model_dir: Path,
+) -> None:
+    app = _app(tiny_model_dir, max_new_tokens=400)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        chat = app.chat
+        await _send(app, pilot, "Tell me a long story")
+        await wait_for(pilot, lambda: chat.conversation.busy and _replies(app)[-1].streaming)
+        app.switch_precision("float32")
+        assert chat.phase == "generating"
+        await pilot.pause()
+        assert any("Cannot switch while generating" in n.message for n in app._notifications)
+        await pilot.press("escape")
+        await _ready(app, pilot)
+        assert app.model_state is not None and app.model_state.dtype == "bfloat16"
+
+        app.switch_precision("float32")
+        assert chat.phase == "switching"
+        # While it switches: a prompt is refused (the text stays), Escape has nothing to stop.
+        await _send(app, pilot, "Are you there?")
+        await pilot.press("escape")
+        assert chat.prompt.text == "Are you there?"
+        await wait_for(pilot, lambda: chat.phase != "switching", 60)
+        assert chat.phase == "ready"
+        assert app.model_state is not None and app.model_state.dtype == "float32"
+        assert chat.status.info.dtype == "float32"
+        shown = len(_replies(app))
+        chat.action_send()  # the text kept in the input, sent now
+        await wait_for(pilot, lambda: len(_replies(app)) > shown and _replies(app)[-1].streaming)
+        await pilot.press("escape")
+        await _ready(app, pilot)
+        reply = _replies(app)[-1]
+        await wait_for(pilot, lambda: "float32 · cpu · stopped" in reply.footer_text)
+
+
+async def test_prompts_through_the_chat_screen_with_stops_and_new_chats(
+    tiny_model_dir: Path,
+) -> None:
+    app = _app(tiny_model_dir, max_new_tokens=40)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.chat
+        await _ready(app, pilot)
+        stopped = 0
+        for i in range(UI_PROMPTS):
+            if i % 4 == 3:
+                await pilot.press("ctrl+n")
+            before = len(chat.conversation.messages)
+            chat.prompt.load_text(f"Prompt number {i}")
+            chat.action_send()  # what Enter does, without waiting for the screen to settle
+            if i % 3 == 1:
+                # Escape while the reply streams.
+                await wait_for(pilot, lambda: chat.conversation.busy or chat.phase == "ready")
+                await pilot.press("escape")
+            await _ready(app, pilot)
+            last = chat.conversation.last_finish
+            assert last in ("complete", "length", "stopped"), (i, last)
+            stopped += last == "stopped"
+            # The user turn stays; a reply is kept unless it was stopped before any text.
+            assert len(chat.conversation.messages) in (before + 1, before + 2)
+        assert stopped >= 1
+        assert not any(n.severity == "error" for n in app._notifications)
+    saved = _saved_messages()
+    assert sum(role == "user" for role, _, _ in saved) == UI_PROMPTS
+    assert {state for role, state, _ in saved if role == "assistant"} <= {
+        "complete",
+        "stopped",
+    }
+
+
+class _Replies:
+    """Records, on the UI thread, the reply events the app's router receives."""
+
+    def __init__(self, app: MergechatApp) -> None:
+        self.started: dict[int, ReplyStarted] = {}
+        self.ended: dict[int, ReplyFinished | ReplyFailed] = {}
+        self.texts: dict[int, str] = {}
+        self.order: list[int] = []
+        dispatch = app.events.dispatch
+
+        def recording(event: EngineEvent) -> None:
+            if isinstance(event, ReplyStarted):
+                self.started[event.request_id] = event
+                self.order.append(event.request_id)
+            elif isinstance(event, ReplyFinished | ReplyFailed):
+                stream = self.started[event.request_id].stream
+                self.texts[event.request_id] = stream.text + stream.drain()
+                self.ended[event.request_id] = event
+            dispatch(event)
+
+        app.events.dispatch = recording  # type: ignore[method-assign]
+
+
+def _has(seen: Mapping[int, object], request_ids: list[int]) -> Callable[[], bool]:
+    """A predicate: every one of ``request_ids`` is in ``seen``."""
+    return lambda: all(r in seen for r in request_ids)
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Let the app run until ``predicate()``; lighter than `wait_for`, which also waits for
+    every widget's queue and repaints on each poll (that doubled this test's time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        await asyncio.sleep(0.002)
+
+
+async def _engine_round(app: MergechatApp, replies: _Replies, first: int, count: int) -> list[int]:
+    """``count`` prompts back to back through ``app.engine``, with cancels mixed in."""
+    engine, ids, i = app.engine, [], first
+    while i < first + count:
+        pattern = i % 10
+        if pattern == 3:
+            # Three sent at once, then Escape: the running one stops, the queued ones are dropped.
+            batch = [engine.generate(ask(f"Prompt {i + k}"), SETTINGS) for k in range(3)]
+            engine.cancel()
+            i += 3
+        else:
+            batch = [engine.generate(ask(f"Prompt {i}"), SETTINGS)]
+            if pattern == 7:
+                engine.cancel()  # right after Enter
+            elif pattern == 9:
+                await _until(_has(replies.started, batch[:1]))
+                engine.cancel()  # once it streams (or has already ended)
+            i += 1
+        ids += batch
+        await _until(_has(replies.ended, batch))
+    return ids
+
+
+async def test_two_hundred_prompts_through_the_apps_engine_no_leaks(tiny_model_dir: Path) -> None:
+    threads_before = set(threading.enumerate())
+    app = _app(tiny_model_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        replies = _Replies(app)
+        started = time.perf_counter()
+        warm = await _engine_round(app, replies, 0, WARM_UP)
+        threads_warm = len(threading.enumerate())
+        rss_warm = _rss_mb()
+        ids = await _engine_round(app, replies, WARM_UP, PROMPTS)
+        rss_after = _rss_mb()
+        threads_after = len(threading.enumerate())
+        elapsed = time.perf_counter() - started
+        engine_thread = next(t for t in threading.enumerate() if t.name == "mergechat-engine")
+        assert app.chat.phase == "ready"
+    engine_thread.join(5)
+    assert not engine_thread.is_alive()
+    every = warm + ids
+    assert not [e for e in replies.ended.values() if isinstance(e, ReplyFailed)]
+    assert replies.order == every and sorted(replies.ended) == sorted(every)
+    finishes = [replies.ended[i].finish for i in ids]  # type: ignore[union-attr]
+    stopped = finishes.count("stopped")
+    assert stopped >= PROMPTS // 10 and len(ids) - stopped >= PROMPTS // 2, finishes
+    for request_id in every:
+        finished = replies.ended[request_id]
+        assert isinstance(finished, ReplyFinished)
+        assert replies.started[request_id].stream.closed
+        assert replies.texts[request_id] == finished.text
+    # asyncio_N: the test's event loop's executor thread, closed with the loop after the test.
+    leftover = {t for t in set(threading.enumerate()) - threads_before}
+    assert not {t for t in leftover if not t.name.startswith("asyncio_")}, leftover
+    assert threads_after == threads_warm
+    print(
+        f"\napp engine: {PROMPTS} prompts after {WARM_UP} warm-up in {elapsed:.1f} s, "
+        f"{len(ids) - stopped} answered, {stopped} cancelled; RSS {rss_warm:.1f} -> "
+        f"{rss_after:.1f} MiB ({rss_after - rss_warm:+.1f}); threads {threads_warm} -> "
+        f"{threads_after}, none left after the app"
+    )
+    assert rss_after - rss_warm < RSS_MARGIN_MB
