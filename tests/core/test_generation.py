@@ -19,11 +19,11 @@ from mergechat.core.api import ChatMessage, GenerationSettings, ReplyFinished, R
 from mergechat.core.errors import BadInputError
 from mergechat.core.generation import (
     CHATML_FALLBACK_TEMPLATE,
-    CancelCriteria,
     build_prompt,
     conversation,
     generation_config,
 )
+from mergechat.core.generation_hooks import CancelCriteria
 
 LONG = "The capital of France is Paris. The capital of Italy is Rome. " * 3
 

@@ -16,7 +16,7 @@ from mergechat.core.capabilities import Recommendation
 from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
 from mergechat.core.error_translation import is_out_of_memory, out_of_memory_error
 from mergechat.core.errors import MergechatError, ModelFolderError
-from mergechat.core.fidelity import probe_logits
+from mergechat.core.fidelity import PROBE_TEXT, probe_logits
 from mergechat.core.model_info import ModelInfo
 
 Progress = Callable[[LoadProgress], None]
@@ -32,7 +32,6 @@ _STAGE_START: dict[LoadStage, float] = {
     "casting": 0.85,
     "warm-up": 0.92,
 }
-_WARMUP_TEXT = "Hello! 1 2 3"
 #: Elements checked at a time when looking for NaN/inf weights (bounds the scratch memory).
 _FINITE_CHUNK = 1 << 24
 
@@ -51,6 +50,9 @@ class LoadedModel:
     #: True while the weights hold exactly the values stored on disk (no lossy cast happened).
     exact: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: The float32 CPU logits of the fidelity probe text in the current dtype (from the last
+    #: NaN/inf check): the next precision switch compares against them without another pass.
+    reference_logits: Any = None
 
 
 def load(
@@ -147,7 +149,10 @@ def load_weights(
     dtype = read_dtype(model)
     device, offloaded = device_label(model)
     report(LoadProgress("warm-up", _STAGE_START["warm-up"], "first forward pass"))
-    check_finite(model, tokenizer, dtype, text=_WARMUP_TEXT, exact=holds_disk_values(info, dtype))
+    # The warm-up pass reads the fidelity probe text, so a later switch reuses its logits.
+    logits = check_finite(
+        model, tokenizer, dtype, text=PROBE_TEXT, exact=holds_disk_values(info, dtype)
+    )
     fallback = getattr(tokenizer, "chat_template", None) is None
     if fallback:
         warnings = (
@@ -176,6 +181,7 @@ def load_weights(
         trust_remote_code=trust_remote_code,
         exact=holds_disk_values(info, dtype),
         warnings=_unique(warnings),
+        reference_logits=logits,
     )
 
 
@@ -202,7 +208,7 @@ def prewarm_files(files: tuple[Path, ...], progress: Progress) -> None:
 
 
 def check_finite(
-    model: Any, tokenizer: Any, dtype: DType, *, text: str = _WARMUP_TEXT, exact: bool = False
+    model: Any, tokenizer: Any, dtype: DType, *, text: str = PROBE_TEXT, exact: bool = False
 ) -> Any:
     """Forward ``text``; raise when any logit is NaN/inf. Returns the float32 CPU logits.
 

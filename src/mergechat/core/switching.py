@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from mergechat.core.api import EngineEvent, SwitchFailed, SwitchFinished, SwitchStarted
-from mergechat.core.dtypes import DType, torch_dtype
+from mergechat.core.dtypes import DType, is_exact_cast, torch_dtype
 from mergechat.core.error_translation import translate
 from mergechat.core.errors import MergechatError
 from mergechat.core.fidelity import PROBE_TEXT, compare_logits, probe_logits
@@ -29,12 +29,17 @@ Emit = Callable[[EngineEvent], None]
 def choose_method(loaded: LoadedModel, target: DType) -> Method:
     """``cast`` when casting in memory gives exactly what loading ``target`` from disk would.
 
-    That holds when the current weights still equal the disk values, ``target`` represents every
-    stored dtype exactly, and no device map spreads the weights (offloaded models cannot ``.to``).
+    That holds whenever the current weights still equal the disk values: ``from_pretrained(dtype=)``
+    rounds the stored tensors with the same ``Tensor.to``, so a float32 → bfloat16 cast is
+    bit-identical to a bfloat16 load (checked for every direction between the three dtypes).
+    Otherwise (an earlier lossy cast, an offloaded model that cannot ``.to``, modules transformers
+    keeps in float32, a GGUF file dequantised by its own code) the weights come from disk again.
     """
     if loaded.state.offloaded or not loaded.exact or _keeps_fp32_modules(loaded.model, target):
         return "reload"
-    return "cast" if holds_disk_values(loaded.info, target) else "reload"
+    if loaded.info.weights_format == "gguf" and not holds_disk_values(loaded.info, target):
+        return "reload"
+    return "cast"
 
 
 def cast_weights(model: Any, dtype: DType) -> None:
@@ -76,13 +81,20 @@ def switch(
     started = time.perf_counter()
     if source == target:
         return loaded, SwitchFinished(loaded.state, method, 0.0, None)
-    reference = probe_logits(loaded.model, loaded.tokenizer)
+    reference = loaded.reference_logits
+    if reference is None:
+        reference = probe_logits(loaded.model, loaded.tokenizer)
     try:
-        switched = _cast(loaded, target) if method == "cast" else _reload(loaded, target)
-        logits = check_finite(switched.model, switched.tokenizer, target, text=PROBE_TEXT)
+        if method == "cast":
+            switched = _cast(loaded, target)
+            logits = check_finite(switched.model, switched.tokenizer, target, text=PROBE_TEXT)
+            switched = dataclasses.replace(switched, reference_logits=logits)
+        else:
+            switched = _reload(loaded, target)  # its load ran the same check on the same text
+            logits = switched.reference_logits
     except BaseException as exc:  # even a SystemExit from model code: never leave half-cast weights
         error = translate(exc, dtype=target, device=loaded.state.device)
-        restored, note = _restore(loaded, source, method)
+        restored, note = _restore(loaded, source, target, method)
         state = restored.state if restored else None
         return restored, SwitchFailed(error.message + note, state, error.hint)
     fidelity = compare_logits(reference, logits, reference=source, target=target)
@@ -105,11 +117,13 @@ def _reload(loaded: LoadedModel, target: DType) -> LoadedModel:
     return dataclasses.replace(fresh, state=state, warnings=loaded.warnings)
 
 
-def _restore(loaded: LoadedModel, source: DType, method: Method) -> tuple[LoadedModel | None, str]:
+def _restore(
+    loaded: LoadedModel, source: DType, target: DType, method: Method
+) -> tuple[LoadedModel | None, str]:
     """Put the model back in ``source`` after a failed switch; a note when that failed too."""
     try:
-        if method == "cast" and loaded.model is not None:
-            # Every exact cast is reversible exactly (the target held the source's values).
+        if method == "cast" and loaded.model is not None and is_exact_cast(source, target):
+            # The target held every source value, so casting back restores them exactly.
             cast_weights(loaded.model, source)
             return loaded, ""
         return _reload(loaded, source), ""
