@@ -6,6 +6,7 @@ stream in batches (about every 50 ms), so generation on the engine thread keeps 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sys
@@ -220,7 +221,7 @@ class _Session:
                 elif isinstance(event, ReplyFailed):
                     self._finish_text(stream, event.partial_text)
                     self.history.failed(event.partial_text, event.message)
-                    self._end_line()
+                    self.end_line()
                     raise MergechatError(event.message, event.hint)
             except KeyboardInterrupt:
                 if interrupted:  # a second Ctrl+C: stop waiting for the engine
@@ -246,7 +247,8 @@ class _Session:
         if final.startswith(self._written):
             self._write(final[len(self._written) :])
 
-    def _end_line(self) -> None:
+    def end_line(self) -> None:
+        """End the streamed text with a newline if it has none (never in JSON mode)."""
         if self._written and not self._written.endswith("\n") and not self.request.json_output:
             self.out.write("\n")
             self.out.flush()
@@ -254,7 +256,7 @@ class _Session:
     def print_result(self, finished: ReplyFinished | None) -> None:
         """End the streamed text with a newline, or print the JSON object."""
         if not self.request.json_output:
-            self._end_line()
+            self.end_line()
             return
         result: dict[str, object] = dict.fromkeys(JSON_KEYS)
         result["reply"] = finished.text if finished is not None else self._written
@@ -304,6 +306,8 @@ def run_oneshot(
             return EXIT_INTERRUPTED if interrupted else 0
     except Terminated as exc:
         session.clear_progress()
+        with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
+            session.end_line()  # the shell prompt must not land on the reply's last line
         shutdown_timeout = 0.2
         return 128 + exc.signum
     finally:

@@ -237,8 +237,12 @@ def test_detect_reports_capabilities_and_an_assessment(
         harness.engine.detect()
         assert harness.wait_for(CapabilitiesReady).assessment is None
         harness.engine.detect(tiny_merge_dir / "nope")
+        # The probes still arrive (a settings screen waiting on them stops "measuring"), then
+        # the path's error as a notice.
+        without = harness.wait_for(CapabilitiesReady)
+        assert without.assessment is None and without.capabilities.device("cpu") is not None
         notice = harness.wait_for(EngineNotice)
-        assert notice.level == "error"
+        assert notice.level == "error" and "does not exist" in notice.message
 
 
 def test_a_raising_sink_does_not_kill_the_thread(

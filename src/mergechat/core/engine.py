@@ -244,10 +244,16 @@ class Engine:
         caps = probe.detect(cache_file=self._probe_cache)
         assessment = None
         if command.model_path is not None:
-            info = inspect.inspect_model(command.model_path)
-            assessment = policy.assess(
-                info, caps, device=command.device, dtype="auto", context_tokens=None
-            )
+            try:
+                info = inspect.inspect_model(command.model_path)
+                assessment = policy.assess(
+                    info, caps, device=command.device, dtype="auto", context_tokens=None
+                )
+            except Exception:
+                # The devices and probes are still good: a waiting screen gets them, then the
+                # error is reported as a notice like any failed command.
+                self._emit(CapabilitiesReady(caps, None))
+                raise
         self._emit(CapabilitiesReady(caps, assessment))
 
     def _emit_skipped(self, command: _Generate, state: ModelState) -> None:
