@@ -137,8 +137,15 @@ async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_w
 
 
 async def test_a_switch_asked_for_while_a_reply_streams_is_refused_and_works_after(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    real_forward = LlamaForCausalLM.forward
+
+    def paced_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.005)  # the tiny model would finish 400 tokens before the test sees it stream
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", paced_forward)
     app = _app(tiny_model_dir, max_new_tokens=400)
     async with app.run_test(size=SIZE) as pilot:
         await _ready(app, pilot)
