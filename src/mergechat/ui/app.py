@@ -111,8 +111,13 @@ class MergechatApp(App[int]):
             self.notify(text, title="Settings", severity="warning", timeout=10, markup=False)
 
     def on_ready(self) -> None:
-        # The first frame is on screen: now open the history and start the engine (its import
-        # takes seconds). The first model load, which resumes a conversation, comes after both.
+        # The first frame is on screen, but Textual's footer fills in on the next one: start the
+        # rest after it, so the engine thread's imports (seconds of GIL) do not hold it up.
+        self.call_after_refresh(self._start_up)
+
+    def _start_up(self) -> None:
+        # Open the history and start the engine (its import takes seconds). The first model
+        # load, which resumes a conversation, comes after both.
         self.app_history.open()
         freeze_long_lived_objects()
         self._build_engine()

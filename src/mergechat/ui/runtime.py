@@ -29,3 +29,4 @@ def freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+    gc.enable()  # `mergechat.cli` turns it off until the first frame

@@ -1,4 +1,4 @@
-"""`AssistantMessage`: one reply, streamed as Markdown in ~50 ms batches, with a stats footer."""
+"""`AssistantMessage`: one reply, streamed as Markdown in ~100 ms batches, with a stats footer."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from mergechat.core.api import FinishReason, ReplyStats
 from mergechat.core.streaming import ReplyStream
 from mergechat.ui.widgets.reply_body import ReplyBody
 
-#: Seconds between drains of the token stream: batches keep rendering cheap while text flows.
-PUMP_INTERVAL = 0.05
+#: Seconds between drains of the token stream. Each render holds the GIL the engine thread needs
+#: between torch ops: at 50 ms the app decoded a measurably smaller share of bare speed than at
+#: 100 ms, which still reads as a smooth stream.
+PUMP_INTERVAL = 0.1
 
 
 def format_footer(stats: ReplyStats, finish: FinishReason) -> str:
