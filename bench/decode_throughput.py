@@ -1,164 +1,57 @@
-"""Decode tokens/s of mergechat's Engine (one-shot path) against bare ``model.generate``.
+"""Decode throughput and time to first token: mergechat's one-shot mode and app vs bare generate.
 
-Same model, dtype, prompt and greedy decoding on both sides, a fixed token count
-(``min_new_tokens == max_new_tokens``). Each side runs in its own worker process (so the bare
-side's torch has its own thread pools and never shares a process with the engine thread); the
-parent interleaves them A B A B over several repetitions and reports medians. Both sides time
-tokens the same way: request to last token, and first to last token (the bare side records token
-times with a streamer that does nothing else).
+For each model and each dtype the detector says runs on the device (``ok`` or ``slow``), three
+worker processes keep the model loaded and answer the same prompt with exactly ``--tokens``
+greedy tokens (a linked copy of the model whose generation config forces the length):
 
-The model is a random ``LlamaForCausalLM`` shaped like SmolLM2-135M with the tests' tiny trained
-tokenizer, built once into mergechat's cache dir.
+- ``bare``: ``AutoModelForCausalLM.from_pretrained`` + ``apply_chat_template`` +
+  ``model.generate`` on the main thread; a streamer that only notes the time of each token.
+- ``oneshot``: ``mergechat.oneshot.run_oneshot`` (what ``mergechat PATH --prompt`` runs) over
+  the real engine, the reply streamed to /dev/null and saved in a scratch history.
+- ``app``: the real ``MergechatApp`` and engine headless through ``App.run_test``: paste the
+  prompt, press Enter, wait until the app has handled the finished reply (``bench/app_driver.py``).
 
-Usage: python bench/decode_throughput.py [--dtypes float32,bfloat16,float16] [--reps 5]
-                                         [--tokens 128] [--model-dir DIR] [--out bench/results]
+The parent runs them interleaved (bare, oneshot, app, then the reverse order ...) after an
+untimed warm-up in each. Per run: decode tok/s (first to last token, on the clock of the thread
+that generates), time to first token and end-to-end tok/s (from the moment a user starts the
+request: ``apply_chat_template`` called / ``run_oneshot`` called / Enter pressed, to the reply
+complete in that side's hands). Ratios are medians of per-repetition ratios (`paired_ratio`).
+
+Usage: python bench/decode_throughput.py [--quick] [--models demo,tiny-merge] [--dtypes LIST]
+                                         [--device auto] [--tokens 48] [--reps 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import queue
-import statistics
-import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-PROMPT = "Write a short story about a fox who learns to merge language models."
-SMOLLM2_135M: dict[str, Any] = {
-    "hidden_size": 576,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "intermediate_size": 1536,
-    "vocab_size": 49152,
-    "max_position_embeddings": 8192,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": True,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "pad_token_id": 0,
-}
-#: Protocol lines between parent and workers start with this (anything else is library noise).
-TAG = "@@bench "
-TARGET_RATIO = 0.97
+import common
+
+SIDES = ("bare", "oneshot", "app")
+MODES = ("oneshot", "app")
+RATIO_KEYS = ("decode_tps", "e2e_tps", "ttft_s")
+THROUGHPUT_TARGET = 0.97
+TTFT_TARGET = 1.1
 
 
-# -- model --------------------------------------------------------------------------------------
-def build_model(folder: Path) -> Path:
-    """Save the random SmolLM2-135M-shaped model (bfloat16, like the original) once."""
-    if (folder / "model.safetensors").exists():
-        return folder
+# -- worker side --------------------------------------------------------------------------------
+def bare_worker(model: Path, device: str, dtype: str, tokens: int) -> None:
+    """Plain transformers on the main thread: apply_chat_template + model.generate."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from fixtures.tiny_models import build_tokenizer  # type: ignore[import-not-found]
-
-    folder.mkdir(parents=True, exist_ok=True)
-    build_tokenizer(folder)
-    torch.manual_seed(0)
-    model: Any = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
-    model.to(torch.bfloat16)
-    model.config.dtype = "bfloat16"
-    model.save_pretrained(folder)
-    return folder
-
-
-def set_token_count(folder: Path, tokens: int) -> None:
-    """generation_config.json: greedy, exactly ``tokens`` new tokens (the engine reads it)."""
-    config = {
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "pad_token_id": 0,
-        "do_sample": False,
-        "max_new_tokens": tokens,
-        "min_new_tokens": tokens,
-    }
-    (folder / "generation_config.json").write_text(json.dumps(config, indent=1))
-
-
-# -- workers (one process per side) ----------------------------------------------------------
-def _say(payload: dict[str, Any]) -> None:
-    sys.stdout.write(TAG + json.dumps(payload) + "\n")
-    sys.stdout.flush()
-
-
-def engine_worker(model: Path, dtype: str, tokens: int) -> None:
-    """The one-shot CLI path: Engine thread generates, this (main) thread drains the stream."""
-    from mergechat.core.api import (
-        ChatMessage,
-        GenerationSettings,
-        LoadFailed,
-        LoadRequest,
-        ModelLoaded,
-        ReplyFailed,
-        ReplyFinished,
-        ReplyStarted,
-    )
-    from mergechat.core.engine import Engine
-
-    events: queue.Queue[Any] = queue.Queue()
-    engine = Engine(events.put)
-    engine.start()
-    engine.load(LoadRequest(model, device="cpu", dtype=dtype))  # type: ignore[arg-type]
-    while not isinstance(event := events.get(), ModelLoaded | LoadFailed):
-        pass
-    if isinstance(event, LoadFailed):
-        raise SystemExit(f"load failed: {event.message}")
-    settings = GenerationSettings(max_new_tokens=tokens, temperature=0)
-
-    def run() -> dict[str, Any]:
-        engine.generate([ChatMessage("user", PROMPT)], settings)
-        stream = None
-        text = ""
-        while True:
-            try:
-                event = events.get(timeout=0.05)  # the CLI's drain interval
-            except queue.Empty:
-                event = None
-            if stream is not None:
-                text += stream.drain()
-            if isinstance(event, ReplyStarted):
-                stream = event.stream
-            elif isinstance(event, ReplyFailed):
-                raise SystemExit(f"reply failed: {event.message}")
-            elif isinstance(event, ReplyFinished):
-                if stream is not None:
-                    text += stream.drain()
-                stats = event.stats
-                return {
-                    "new_tokens": stats.new_tokens,
-                    "total_s": stats.total_s,
-                    "ttft_s": stats.ttft_s,
-                    "decode_tps": stats.decode_tokens_per_s,
-                    "e2e_tps": stats.new_tokens / stats.total_s,
-                    "text": event.text,
-                    "drained_equals_final": text == event.text,
-                    "dtype": stats.dtype,
-                }
-
-    _serve(run, real_dtype=lambda: engine.state.dtype if engine.state else "?")
-    engine.shutdown()
-
-
-def bare_worker(model: Path, dtype: str, tokens: int) -> None:
-    """Plain transformers on the main thread: apply_chat_template + model.generate.
-
-    The only addition is a streamer that records the time of each token (no decoding), so the
-    first-to-last-token decode time is measured exactly as the engine measures it.
-    """
-    import torch
+    from app_driver import text_digest
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.generation.streamers import BaseStreamer
 
     class Clock(BaseStreamer):  # type: ignore[misc]
+        """Notes when each token arrives (the first call is the prompt), nothing else."""
+
         def __init__(self) -> None:
             self.times: list[float] = []
 
@@ -170,186 +63,291 @@ def bare_worker(model: Path, dtype: str, tokens: int) -> None:
 
     tokenizer: Any = AutoTokenizer.from_pretrained(model)
     lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-    lm.eval()
-    messages = [{"role": "user", "content": PROMPT}]
+    lm.to(device).eval()
+    messages = [{"role": "user", "content": common.PROMPT}]
 
     def run() -> dict[str, Any]:
         clock = Clock()
+        cpu0 = time.thread_time()
         start = time.perf_counter()
         enc: Any = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-        )
-        out = lm.generate(
-            **enc, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, streamer=clock
-        )
+        ).to(device)
+        out = lm.generate(**enc, max_new_tokens=tokens, do_sample=False, streamer=clock)
         prompt_len = int(enc["input_ids"].shape[-1])
+        text = tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True)
+        end = time.perf_counter()
         new = int(out.shape[-1]) - prompt_len
-        first, last = clock.times[1], clock.times[-1]  # times[0] is the prompt
+        first, last = clock.times[1], clock.times[-1]
         return {
             "new_tokens": new,
-            "total_s": last - start,
+            "prompt_tokens": prompt_len,
             "ttft_s": first - start,
+            "total_s": end - start,
             "decode_tps": (new - 1) / (last - first),
-            "e2e_tps": new / (last - start),
-            "text": tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True),
+            "e2e_tps": new / (end - start),
+            "main_thread_cpu_s": time.thread_time() - cpu0,
+            "text_sha": text_digest(text),
         }
 
-    _serve(run, real_dtype=lambda: str(next(lm.parameters()).dtype).removeprefix("torch."))
+    real = str(next(lm.parameters()).dtype).removeprefix("torch.")
+    common.serve(run, {"dtype": real})
 
 
-def _serve(run: Any, real_dtype: Any) -> None:
-    run()  # warm-up, untimed
-    _say({"ready": True, "dtype": real_dtype()})
-    for line in sys.stdin:
-        if line.strip() != "run":
-            break
-        _say(run())
+def worker(side: str, model: Path, device: str, dtype: str, tokens: int) -> None:
+    """Serve runs of one side until the parent says stop."""
+    if side == "bare":
+        bare_worker(model, device, dtype, tokens)
+        return
+    from app_driver import AppDriver, OneShotDriver
 
-
-class Worker:
-    """A worker process driven line by line from the parent."""
-
-    def __init__(self, side: str, model: Path, dtype: str, tokens: int) -> None:
-        self.side = side
-        cmd = [sys.executable, __file__, "--worker", side, "--model-dir", str(model)]
-        cmd += ["--dtypes", dtype, "--tokens", str(tokens)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        # The bare side gets the engine's loading setting too, so it is at its best.
-        env["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-        self.ready = self._read()
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(TAG):
-                result: dict[str, Any] = json.loads(line[len(TAG) :])
-                return result
-        raise RuntimeError(f"{self.side} worker exited with {self.proc.wait()}")
-
-    def run(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait(60)
-
-
-# -- parent ---------------------------------------------------------------------------------------
-def measure(model: Path, dtype: str, tokens: int, reps: int) -> dict[str, Any]:
-    """Interleave engine and bare runs (A B A B ...) and return medians and raw runs."""
-    workers = {side: Worker(side, model, dtype, tokens) for side in ("engine", "bare")}
-    runs: dict[str, list[dict[str, Any]]] = {"engine": [], "bare": []}
-    try:
-        for rep in range(reps):
-            order = ("engine", "bare") if rep % 2 == 0 else ("bare", "engine")
-            for side in order:
-                time.sleep(0.5)  # let the other process's OpenMP threads go idle
-                runs[side].append(workers[side].run())
-    finally:
-        for worker in workers.values():
-            worker.close()
-    summary: dict[str, Any] = {"dtype": dtype, "tokens": tokens, "reps": reps}
-    for side, results in runs.items():
-        summary[side] = {
-            "real_dtype": workers[side].ready["dtype"],
-            "e2e_tps": statistics.median(r["e2e_tps"] for r in results),
-            "decode_tps": statistics.median(r["decode_tps"] for r in results),
-            "new_tokens": sorted({r["new_tokens"] for r in results}),
-            "runs": [{k: v for k, v in r.items() if k != "text"} for r in results],
-        }
-    summary["ratio_e2e"] = summary["engine"]["e2e_tps"] / summary["bare"]["e2e_tps"]
-    summary["ratio_decode"] = summary["engine"]["decode_tps"] / summary["bare"]["decode_tps"]
-    # Adjacent runs share the machine's state, so the median of per-pair ratios resists noise
-    # from other processes better than the ratio of medians.
-    summary["paired_ratio_decode"] = statistics.median(
-        e["decode_tps"] / b["decode_tps"] for e, b in zip(runs["engine"], runs["bare"], strict=True)
+    driver = (OneShotDriver if side == "oneshot" else AppDriver)(
+        model, device, dtype, common.PROMPT, tokens
     )
-    summary["same_text"] = runs["engine"][0]["text"] == runs["bare"][0]["text"]
-    summary["drained_equals_final"] = all(r["drained_equals_final"] for r in runs["engine"])
-    return summary
+    common.serve(driver.run, {"dtype": driver.real_dtype()})
+    if isinstance(driver, AppDriver):
+        driver.close()
 
 
-def machine() -> dict[str, Any]:
-    import torch
-    import transformers
+# -- parent side --------------------------------------------------------------------------------
+def runnable(model: Path, device: str) -> tuple[str, str, dict[str, str]]:
+    """The device, the detector's dtype for ``model`` and every dtype's verdict text there."""
+    from mergechat.core.inspect import inspect_model
+    from mergechat.core.policy import assess
+    from mergechat.core.probe import detect
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+    assessment = assess(inspect_model(model), detect(), device=device)
+    rec = assessment.recommendation
+    verdicts: dict[str, str] = {
+        v.dtype: v.text for v in assessment.verdicts if v.device == rec.device
     }
+    return str(rec.device), str(rec.dtype), verdicts
+
+
+def measure(model: Path, device: str, dtype: str, tokens: int, reps: int) -> dict[str, Any]:
+    """Start the three workers (loading side by side: nothing is timed yet), interleave their
+    runs, then stop them."""
+    args = ["--model", str(model), "--device", device, "--dtypes", dtype, "--tokens", str(tokens)]
+    with ThreadPoolExecutor(len(SIDES)) as pool:
+        starting = {
+            side: pool.submit(common.Worker, side, Path(__file__), ["--worker", side, *args])
+            for side in SIDES
+        }
+    workers: dict[str, common.Worker] = {}
+    try:
+        for side, future in starting.items():
+            workers[side] = future.result()  # re-raises a worker that died while starting
+        runs = common.interleave(workers, reps)
+    finally:
+        for future in starting.values():
+            if future.exception() is None:
+                future.result().close()
+    return {"real_dtype": {s: w.ready.get("dtype") for s, w in workers.items()}, "runs": runs}
+
+
+def measure_all(
+    models: str, dtypes: str, device: str, quick: bool, tokens: int, reps: int, scratch: Path
+) -> list[dict[str, Any]]:
+    """Every model x runnable dtype (only the detector's choice when ``quick``), one cell each."""
+    # The workers' config and history go to the scratch folder; models and probes stay cached.
+    os.environ.update(
+        MERGECHAT_CONFIG_DIR=str(scratch / "config"),
+        MERGECHAT_DATA_DIR=str(scratch / "data"),
+        # What the CLI sets, for every side.
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        TQDM_DISABLE="1",
+    )
+    cells: list[dict[str, Any]] = []
+    for label, model in common.resolve_models(models).items():
+        forced = common.forced_length_copy(model, scratch / "models", tokens)
+        where, chosen, verdicts = runnable(forced, device)
+        if dtypes:
+            wanted = dtypes.split(",")
+        elif quick:
+            wanted = [chosen]
+        else:
+            wanted = [d for d, text in verdicts.items() if text == "ok" or text.startswith("slow")]
+        for dtype in wanted:
+            print(f"decode_throughput: {label} {dtype} on {where} ...", file=sys.stderr)
+            cell: dict[str, Any] = {"model": label, "dtype": dtype, "device": where}
+            cell["detector"] = {"verdict": verdicts.get(dtype, "?"), "chosen": dtype == chosen}
+            try:
+                cell.update(measure(forced, where, dtype, tokens, reps))
+                cell["summary"] = summarise(cell, tokens)
+            except RuntimeError as error:  # a worker died: say which, measure the rest
+                cell["error"] = str(error)
+            cells.append(cell)
+    return cells
+
+
+def summarise(cell: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """Medians per side, paired ratios per mode, and the checks that every side did the same."""
+    runs: dict[str, list[dict[str, Any]]] = cell["runs"]
+    keys = ("decode_tps", "e2e_tps", "ttft_s", "total_s", "main_thread_cpu_s")
+    sides = {s: {k: common.median(r[k] for r in runs[s]) for k in keys} for s in runs}
+    bare = runs["bare"]
+    ratios: dict[str, dict[str, float]] = {}
+    for mode in MODES:
+        mine = runs[mode]
+        ratios[mode] = {
+            k: common.paired_ratio([r[k] for r in mine], [r[k] for r in bare]) for k in RATIO_KEYS
+        }
+    every = [r for side in runs.values() for r in side]
+    return {
+        "sides": sides,
+        "ratios": ratios,
+        "new_tokens": sorted({r["new_tokens"] for r in every}),
+        "tokens_ok": all(r["new_tokens"] == tokens for r in every),
+        "prompt_tokens": sorted({r["prompt_tokens"] for r in every}),
+        "same_text": len({r["text_sha"] for r in every}) == 1,
+    }
+
+
+def rows_for(label: str, dtype: str, summary: dict[str, Any], verdict: str) -> list[dict[str, Any]]:
+    """Three ratio rows per mode: decode tok/s, end-to-end tok/s, time to first token."""
+    sides, rows = summary["sides"], []
+    problems = []
+    if not summary["tokens_ok"]:
+        problems.append(f"token counts differ: {summary['new_tokens']}")
+    if len(summary["prompt_tokens"]) > 1:
+        problems.append(f"prompt lengths differ: {summary['prompt_tokens']}")
+    if not summary["same_text"]:
+        problems.append("reply texts differ")
+    extra = "; ".join(problems + ([f"detector: {verdict}"] if verdict != "ok" else []))
+    for mode in MODES:
+        ratio = summary["ratios"][mode]
+        for key, metric, unit, scale, target in (
+            ("decode_tps", "decode tok/s ratio", "tok/s", 1.0, THROUGHPUT_TARGET),
+            ("e2e_tps", "end-to-end tok/s ratio", "tok/s", 1.0, THROUGHPUT_TARGET),
+            ("ttft_s", "time to first token ratio", "ms", 1000.0, TTFT_TARGET),
+        ):
+            mine, base = sides[mode][key] * scale, sides["bare"][key] * scale
+            higher = key != "ttft_s"
+            met = ratio[key] >= target if higher else ratio[key] <= target
+            note = f"{mode} {mine:.3g} {unit} vs bare {base:.3g} {unit} (medians)"
+            rows.append(
+                common.row(
+                    metric,
+                    ratio[key],
+                    unit="x",
+                    model=label,
+                    dtype=dtype,
+                    mode=mode,
+                    target=f"{'>=' if higher else '<='} {target}",
+                    met=met and not problems,
+                    note=f"{note}; {extra}" if extra else note,
+                )
+            )
+    return rows
+
+
+def plots(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Decode tok/s and time to first token by model and dtype, one bar per side."""
+    tps: dict[str, dict[str, float]] = {s: {} for s in SIDES}
+    ttft: dict[str, dict[str, float]] = {s: {} for s in SIDES}
+    for cell in cells:
+        if "summary" not in cell:
+            continue
+        where = f"{cell['model']} {cell['dtype']}"
+        for side in SIDES:
+            tps[side][where] = cell["summary"]["sides"][side]["decode_tps"]
+            ttft[side][where] = cell["summary"]["sides"][side]["ttft_s"] * 1000
+    return {
+        "tokens_per_s": {
+            "series": tps,
+            "title": "decode tok/s by model and dtype",
+            "ylabel": "tok/s",
+            "kind": "bar",
+            "logy": True,
+        },
+        "ttft_ms": {
+            "series": ttft,
+            "title": "time to first token by model and dtype",
+            "ylabel": "ms",
+            "kind": "bar",
+            "logy": True,
+        },
+    }
+
+
+def print_table(cells: list[dict[str, Any]], tokens: int, reps: int) -> None:
+    print(f"\n{tokens} greedy tokens, {reps} interleaved repetitions: medians, paired ratios")
+    print(
+        f"{'model':11} {'dtype':9} {'side':8} {'decode tok/s':>12} {'ratio':>6} "
+        f"{'e2e tok/s':>10} {'ratio':>6} {'TTFT ms':>8} {'ratio':>6}"
+    )
+    for cell in cells:
+        where = f"{cell['model']:11} {cell['dtype']:9}"
+        if "summary" not in cell:
+            print(f"{where} FAILED: {cell['error']}")
+            continue
+        sides, ratios = cell["summary"]["sides"], cell["summary"]["ratios"]
+        for side in SIDES:
+            s = sides[side]
+            r = ratios.get(side)
+            dec, e2e, ttft = (f"{r[k]:6.3f}" if r else f"{'':6}" for k in RATIO_KEYS)
+            print(
+                f"{where} {side:8} {s['decode_tps']:12.1f} {dec} {s['e2e_tps']:10.1f} {e2e} "
+                f"{s['ttft_s'] * 1000:8.0f} {ttft}"
+            )
+        checks = cell["summary"]
+        if not checks["tokens_ok"] or not checks["same_text"]:
+            print(f"{where} CHECK: tokens {checks['new_tokens']}, same text {checks['same_text']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtypes", default="float32,bfloat16,float16")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--worker", choices=("engine", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="detector's dtype only, short")
+    parser.add_argument(
+        "--models", default=None, help="default demo,tiny-merge (quick: tiny-merge)"
+    )
+    parser.add_argument("--dtypes", default="", help="override the detector's runnable dtypes")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tokens", type=int, default=None, help="default 48 (quick 16)")
+    parser.add_argument("--reps", type=int, default=None, help="default 4 (quick 2)")
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
+    tokens = args.tokens or (16 if args.quick else 48)
+    reps = args.reps or (2 if args.quick else 4)
     if args.worker:
-        worker = engine_worker if args.worker == "engine" else bare_worker
-        worker(args.model_dir, args.dtypes, args.tokens)
+        worker(args.worker, args.model, args.device, args.dtypes, tokens)
         return 0
 
-    from mergechat.core import locations
-
-    model = build_model(args.model_dir or locations.cache_dir() / "bench" / "smollm2-135m-random")
-    set_token_count(model, args.tokens)
-    load_before = os.getloadavg()
-    results = [measure(model, d, args.tokens, args.reps) for d in args.dtypes.split(",")]
-    report = {
-        "machine": machine(),
-        # Other processes on the machine skew every figure: keep the evidence.
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "model": str(model),
-        "prompt": PROMPT,
-        "results": results,
+    models = args.models or ("tiny-merge" if args.quick else "demo,tiny-merge")
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+        cells = measure_all(models, args.dtypes, args.device, args.quick, tokens, reps, Path(tmp))
+    summary: list[dict[str, Any]] = []
+    for cell in cells:
+        if "summary" in cell:
+            verdict = str(cell["detector"]["verdict"])
+            summary += rows_for(cell["model"], cell["dtype"], cell["summary"], verdict)
+        else:
+            summary.append(
+                common.row(
+                    "decode tok/s ratio",
+                    float("nan"),
+                    unit="x",
+                    model=cell["model"],
+                    dtype=cell["dtype"],
+                    met=False,
+                    note=f"failed: {cell['error']}",
+                )
+            )
+    payload = {
+        "quick": args.quick,
+        "tokens": tokens,
+        "reps": reps,
+        "prompt": common.PROMPT,
+        "summary": summary,
+        "runs": cells,
+        "plots": plots(cells),
     }
-
-    print(f"\n{args.tokens} greedy tokens, median of {args.reps} interleaved runs")
-    columns = f"{'engine':>8} {'bare':>8} {'ratio':>6}"
-    print(f"{'':9} {'request-to-last tok/s':^24}   {'decode tok/s (1st-last)':^24}")
-    print(f"{'dtype':9} {columns}   {columns} {'paired':>6}")
-    ok = True
-    for r in results:
-        e, b = r["engine"], r["bare"]
-        print(
-            f"{r['dtype']:9} {e['e2e_tps']:8.1f} {b['e2e_tps']:8.1f} {r['ratio_e2e']:6.3f}   "
-            f"{e['decode_tps']:8.1f} {b['decode_tps']:8.1f} {r['ratio_decode']:6.3f} "
-            f"{r['paired_ratio_decode']:6.3f}"
-            f"{'' if r['same_text'] else '  (texts differ!)'}"
-        )
-        ok = ok and min(r["ratio_e2e"], r["ratio_decode"]) >= TARGET_RATIO
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"decode_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
-    print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
-    print(f"target ratio >= {TARGET_RATIO}: {'met' if ok else 'NOT met'}; wrote {path}")
-    return 0 if ok else 1
+    path = common.write_result("decode_throughput", payload)
+    print_table(cells, tokens, reps)
+    print(f"wrote {path}")
+    return 1 if any("error" in c for c in cells) else 0
 
 
 if __name__ == "__main__":
