@@ -63,10 +63,12 @@ async def drive_app(model: Path, device: str, dtype: str, tokens: int) -> dict[s
         box = chat.query_one(PromptInput)
         box.focus()
         box.text = common.PROMPT
+        # The app may resume the last conversation of this model (an earlier run's): count on.
+        before = len(chat.conversation.messages)
         await pilot.press("enter")
-        await _wait(pilot, lambda: len(chat.conversation.messages) == 2, 60)
+        await _wait(pilot, lambda: len(chat.conversation.messages) == before + 2, 60)
         await _wait(pilot, lambda: chat.phase == "ready", 900)
-        reply = chat.conversation.messages[1].content
+        reply = chat.conversation.messages[-1].content
         return {"dtype": app.model_state.dtype, "reply_chars": len(reply)}
 
 
