@@ -98,6 +98,36 @@ def forced_length_copy(model: Path, root: Path, tokens: int) -> Path:
     return folder
 
 
+# -- the baseline ---------------------------------------------------------------------------------
+def load_bare(model: Path, dtype: str, device: str) -> tuple[Any, Any]:
+    """Plain transformers, the baseline: (tokenizer, model in ``dtype`` on ``device``, eval)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(model)
+    lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+    lm.to(device).eval()
+    return tokenizer, lm
+
+
+def token_clock() -> Any:
+    """A streamer for ``generate`` that only notes when each token arrives in ``.times`` (the
+    first entry is the prompt), so the baseline times tokens as the engine does."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value: Any) -> None:
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    return Clock()
+
+
 # -- statistics -----------------------------------------------------------------------------------
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))

@@ -44,30 +44,13 @@ TTFT_TARGET = 1.1
 # -- worker side --------------------------------------------------------------------------------
 def bare_worker(model: Path, device: str, dtype: str, tokens: int) -> None:
     """Plain transformers on the main thread: apply_chat_template + model.generate."""
-    import torch
     from app_driver import text_digest
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.generation.streamers import BaseStreamer
 
-    class Clock(BaseStreamer):  # type: ignore[misc]
-        """Notes when each token arrives (the first call is the prompt), nothing else."""
-
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def put(self, value: Any) -> None:
-            self.times.append(time.perf_counter())
-
-        def end(self) -> None:
-            pass
-
-    tokenizer: Any = AutoTokenizer.from_pretrained(model)
-    lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-    lm.to(device).eval()
+    tokenizer, lm = common.load_bare(model, dtype, device)
     messages = [{"role": "user", "content": common.PROMPT}]
 
     def run() -> dict[str, Any]:
-        clock = Clock()
+        clock = common.token_clock()
         cpu0 = time.thread_time()
         start = time.perf_counter()
         enc: Any = tokenizer.apply_chat_template(

@@ -88,26 +88,10 @@ def probe_worker(device: str, models: list[str]) -> None:
 def decode_worker(model: Path, device: str, dtype: str, tokens: int, max_seconds: float) -> None:
     """Bare transformers: ``from_pretrained(dtype=)`` + chat template + greedy ``generate``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.generation.streamers import BaseStreamer
 
     from mergechat.core.devices import CpuMeter
 
-    class Clock(BaseStreamer):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def put(self, value: Any) -> None:
-            self.times.append(time.perf_counter())
-
-        def end(self) -> None:
-            pass
-
-    tokenizer: Any = AutoTokenizer.from_pretrained(model)
-    lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-    lm.eval()
-    if device != "cpu":
-        lm.to(device)
+    tokenizer, lm = common.load_bare(model, dtype, device)
     enc: Any = tokenizer.apply_chat_template(
         [{"role": "user", "content": common.PROMPT}],
         add_generation_prompt=True,
@@ -116,7 +100,7 @@ def decode_worker(model: Path, device: str, dtype: str, tokens: int, max_seconds
     ).to(lm.device)
 
     def run() -> dict[str, Any]:
-        clock = Clock()
+        clock = common.token_clock()
         meter = CpuMeter()
         with torch.inference_mode():
             lm.generate(

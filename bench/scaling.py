@@ -139,28 +139,12 @@ def engine_side(model: Path, device: str, dtype: str) -> tuple[Any, str]:
 def bare_side(model: Path, device: str, dtype: str) -> tuple[Any, str]:
     """Bare transformers with ``model`` in ``dtype``: (run(prompt, new), dtype)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.generation.streamers import BaseStreamer
 
-    class Clock(BaseStreamer):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def put(self, value: Any) -> None:
-            self.times.append(time.perf_counter())
-
-        def end(self) -> None:
-            pass
-
-    tokenizer: Any = AutoTokenizer.from_pretrained(model)
-    lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-    lm.eval()
-    if device != "cpu":
-        lm.to(device)
+    tokenizer, lm = common.load_bare(model, dtype, device)
 
     def run(context: int, new: int) -> dict[str, Any]:
         text = prompt_text(tokenizer, context)
-        clock = Clock()
+        clock = common.token_clock()
         reset = reset_peak()
         start = time.perf_counter()
         enc: Any = tokenizer.apply_chat_template(
