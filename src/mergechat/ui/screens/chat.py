@@ -67,6 +67,8 @@ class ChatScreen(Screen[None]):
         self.saver = ChatSaver(history or ChatHistory(None))
         self.conversation = Conversation()
         self._reply: AssistantMessage | None = None
+        #: Events of the reply in flight that arrived while its widgets were still mounting.
+        self._early: list[ReplyStarted | ReplyFinished | ReplyFailed] | None = None
         self._prompt_tokens = 0
 
     def compose(self) -> ComposeResult:
@@ -232,7 +234,38 @@ class ChatScreen(Screen[None]):
         self.run_worker(self._start(messages, kind, text), group="chat")
 
     async def _start(self, messages: list[ChatMessage], kind: ReplyKind, text: str) -> None:
-        # The engine is asked only once the reply's widget exists, so its events find it.
+        # The engine is asked first, so the prompt's prefill runs while the widgets mount (that
+        # takes 70-200 ms); its events wait in `_early` until the reply's widget exists.
+        settings = self._settings()
+        self.saver.reply_started(kind, settings)
+        try:
+            request_id = self.engine.generate(messages, settings, continue_last=kind == "continue")
+        except Exception as error:  # the engine refused the request: say so, stay usable
+            await self._mount_reply(kind, text)
+            self.saver.failed("", str(error))
+            if self._reply is not None:
+                await self._reply.fail(str(error))
+            self._reply = None
+            self.set_phase("ready")
+            self.notify(
+                str(error), title="Could not start the reply", severity="error", markup=False
+            )
+            return
+        self.conversation.begin(request_id, kind)
+        self.refresh_bindings()
+        self._early = []
+        try:
+            await self._mount_reply(kind, text)
+        finally:
+            early, self._early = self._early, None
+        if self._reply is not None and self.conversation.is_current(request_id):
+            self._reply.set_footer("waiting for the model…")
+        for event in early:
+            self._on_reply_event(event)
+        self.view.scroll_end(animate=False)
+
+    async def _mount_reply(self, kind: ReplyKind, text: str) -> None:
+        """Show the user's message (a new turn) and the reply's widget, as ``self._reply``."""
         view = self.view
         if kind == "new":
             await view.add_user(text)
@@ -243,27 +276,27 @@ class ChatScreen(Screen[None]):
             self._reply = last
         else:
             self._reply = await view.add_assistant()
-        self._reply.set_footer("waiting for the model…")
-        settings = self._settings()
-        self.saver.reply_started(kind, settings)
-        try:
-            request_id = self.engine.generate(messages, settings, continue_last=kind == "continue")
-        except Exception as error:  # the engine refused the request: say so, stay usable
-            self.saver.failed("", str(error))
-            await self._reply.fail(str(error))
-            self._reply = None
-            self.set_phase("ready")
-            self.notify(
-                str(error), title="Could not start the reply", severity="error", markup=False
-            )
-            return
-        self.conversation.begin(request_id, kind)
-        self.refresh_bindings()
-        view.scroll_end(animate=False)
+
+    def _on_reply_event(self, event: ReplyStarted | ReplyFinished | ReplyFailed) -> None:
+        if isinstance(event, ReplyStarted):
+            self.reply_started(event)
+        elif isinstance(event, ReplyFinished):
+            self.reply_finished(event)
+        else:
+            self.reply_failed(event)
+
+    def _held(self, event: ReplyStarted | ReplyFinished | ReplyFailed) -> bool:
+        """Keep ``event`` for later when its reply's widgets are still mounting."""
+        if self._early is not None and self.conversation.is_current(event.request_id):
+            self._early.append(event)
+            return True
+        return False
 
     # -- engine events (routed here by the app) ---------------------------------------------------
     def reply_started(self, event: ReplyStarted) -> None:
         """Start streaming the reply's text into its message."""
+        if self._held(event):
+            return
         if not self.conversation.is_current(event.request_id) or self._reply is None:
             return
         self._prompt_tokens = event.prompt_tokens
@@ -285,6 +318,8 @@ class ChatScreen(Screen[None]):
 
     def reply_finished(self, event: ReplyFinished) -> None:
         """Render the whole reply once and show its stats."""
+        if self._held(event):
+            return
         if not self.conversation.is_current(event.request_id):
             return
         self.conversation.finish(event.text, event.finish)
@@ -302,6 +337,8 @@ class ChatScreen(Screen[None]):
 
     def reply_failed(self, event: ReplyFailed) -> None:
         """Keep any partial text, mark the reply failed and tell the user once."""
+        if self._held(event):
+            return
         if not self.conversation.is_current(event.request_id):
             return
         self.conversation.fail()
