@@ -68,7 +68,7 @@ def missing_path_error(given: Path) -> ModelFolderError:
     """The one error for a model path that does not exist (the CLI and the app say the same)."""
     return ModelFolderError(
         f"model path does not exist: {given}",
-        hint="give a local model folder or .gguf file (mergechat never downloads from a hub)",
+        hint="give a local model folder or .gguf file; mergechat never downloads from a hub",
     )
 
 
