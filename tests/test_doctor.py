@@ -184,3 +184,23 @@ def test_doctor_json_on_tiny_merge(
         "bfloat16",
         "float16",
     }
+
+
+def test_doctor_warns_about_files_other_users_can_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mergechat.core import locations
+
+    config = locations.config_file()
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.parent.chmod(0o700)
+    config.write_text("[ui]\n")
+    config.chmod(0o600)
+    assert cli.main(["doctor"]) == 0
+    assert "can be read by other users" not in capsys.readouterr().out
+
+    config.chmod(0o644)  # written by hand with a common umask
+    assert cli.main(["doctor"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # long rows wrap
+    assert f"Warning {config} can be read by other users (mode 644); chmod 600 it" in out
+    assert config.stat().st_mode & 0o777 == 0o644  # reported, never changed behind the user's back

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from mergechat import __version__
+from mergechat.core import locations
 from mergechat.core.capabilities import Assessment, Capabilities, ChoiceVerdict, DeviceInfo
 from mergechat.core.dtypes import DType
 from mergechat.core.model_info import ModelInfo
@@ -50,6 +51,8 @@ class DoctorReport:
     capabilities: Capabilities
     model: ModelInfo | None = None
     assessment: Assessment | None = None
+    #: mergechat's config/history files and folders that other users can read.
+    exposed: tuple[str, ...] = ()
 
 
 def _package_version(name: str) -> str | None:
@@ -86,6 +89,7 @@ def gather(request: DoctorRequest) -> DoctorReport:
         capabilities=caps,
         model=info,
         assessment=assessment,
+        exposed=tuple(locations.exposed_files()),
     )
 
 
@@ -178,6 +182,7 @@ def _machine(report: DoctorReport) -> list[str]:
     lines.append(_row("Python", f"{report.python_version} on {report.platform}"))
     cached = " (cached)" if caps.from_cache else ""
     lines.append(_row("Probe time", f"{caps.probe_seconds:.2f} s{cached}"))
+    lines += [_row("Warning", line) for line in report.exposed]
     return lines
 
 

@@ -30,8 +30,6 @@ from mergechat.core.history_types import (
 )
 from mergechat.core.reply_recorder import ReplyRecorder
 
-DB_NAME: Final = "history.sqlite3"
-
 __all__ = [
     "Conversation",
     "ConversationSummary",
@@ -47,7 +45,7 @@ __all__ = [
 
 def default_path() -> Path:
     """``<data dir>/history.sqlite3``."""
-    return locations.data_dir() / DB_NAME
+    return locations.history_file()
 
 
 _MESSAGE_COLUMNS: Final = (

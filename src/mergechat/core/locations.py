@@ -52,6 +52,30 @@ def data_dir() -> Path:
     return _from_env(ENV_DATA_DIR) or Path(platformdirs.user_data_dir(APP_NAME))
 
 
+def exposed_files() -> list[str]:
+    """One line for each of mergechat's user files or folders that other users can read.
+
+    mergechat creates them user-only; a config written by hand or a folder made by another tool
+    may be wider, and the history holds every conversation. The modes are reported, not changed.
+    """
+    found = []
+    candidates = (config_file(), config_dir(), data_dir(), history_file())
+    for path in dict.fromkeys(candidates):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # not created yet, or not readable: nothing to warn about
+        if mode & 0o077:
+            fix = "chmod 700" if path.is_dir() else "chmod 600"
+            found.append(f"{path} can be read by other users (mode {mode:o}); {fix} it")
+    return found
+
+
+def history_file() -> Path:
+    """The conversation history database: ``<data dir>/history.sqlite3``."""
+    return data_dir() / "history.sqlite3"
+
+
 def builtin_themes_dir() -> Path:
     """The themes shipped with mergechat: inside the wheel, or ``themes/`` of a source checkout."""
     packaged = Path(__file__).resolve().parent.parent / "themes"
