@@ -31,7 +31,7 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
-from mergechat.core.errors import DeviceUnavailableError, MergechatError
+from mergechat.core.errors import BadInputError, DeviceUnavailableError, MergechatError
 from mergechat.core.streaming import ReplyStream
 from mergechat.oneshot_history import OneShotHistory
 from mergechat.termination import Terminated, signals_deferred, terminate_on_signals
@@ -176,9 +176,9 @@ class _Session:
                 return event.state
             elif isinstance(event, LoadFailed):
                 self.clear_progress()
-                error = MergechatError(event.message, event.hint)
-                error.exit_code = event.exit_code  # bad input found only at load still exits 2
-                raise error
+                # Bad input found only at load (a broken file) still exits 2.
+                bad_input = event.exit_code == BadInputError.exit_code
+                raise (BadInputError if bad_input else MergechatError)(event.message, event.hint)
 
     # -- generate -------------------------------------------------------------------------------
     def _write(self, text: str) -> None:

@@ -97,10 +97,8 @@ def load(
         if not is_out_of_memory(exc):
             raise
         # The fit the policy computed says what the whole model needs, not one allocation.
-        fit = next(
-            (v.fit for v in assessment.verdicts if (v.device, v.dtype) == (rec.device, rec.dtype)),
-            None,
-        )
+        verdict = assessment.verdict(rec.device, rec.dtype)
+        fit = verdict.fit if verdict is not None else None
         raise out_of_memory_error(
             exc,
             dtype=rec.dtype,
@@ -149,10 +147,9 @@ def load_weights(
     dtype = read_dtype(model)
     device, offloaded = device_label(model)
     report(LoadProgress("warm-up", _STAGE_START["warm-up"], "first forward pass"))
+    exact = holds_disk_values(info, dtype)
     # The warm-up pass reads the fidelity probe text, so a later switch reuses its logits.
-    logits = check_finite(
-        model, tokenizer, dtype, text=PROBE_TEXT, exact=holds_disk_values(info, dtype)
-    )
+    logits = check_finite(model, tokenizer, dtype, text=PROBE_TEXT, exact=exact)
     fallback = getattr(tokenizer, "chat_template", None) is None
     if fallback:
         warnings = (
@@ -179,7 +176,7 @@ def load_weights(
         state=state,
         recommendation=rec,
         trust_remote_code=trust_remote_code,
-        exact=holds_disk_values(info, dtype),
+        exact=exact,
         warnings=_unique(warnings),
         reference_logits=logits,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
@@ -90,6 +91,18 @@ def _speed_key(v: ChoiceVerdict) -> float:
     return v.probe.seconds if v.probe is not None and v.probe.seconds else float("inf")
 
 
+def _fastest_ok(
+    table: _Table, than: ChoiceVerdict, allowed: Callable[[DType], bool] = lambda _t: True
+) -> ChoiceVerdict | None:
+    """The fastest ``ok`` dtype on ``than``'s device other than ``than``'s, among ``allowed``."""
+    rivals = [
+        table[(than.device, t)]
+        for t in DTYPES
+        if t != than.dtype and allowed(t) and table[(than.device, t)].verdict == "ok"
+    ]
+    return min(rivals, key=_speed_key, default=None)
+
+
 @dataclass(frozen=True)
 class _Pick:
     """A dtype chosen on one device, with the dtype half of the reason."""
@@ -173,14 +186,7 @@ class _Chooser:
 
     def _faster_with_range(self, native: ChoiceVerdict, table: _Table) -> ChoiceVerdict | None:
         """An ``ok`` dtype with the native dtype's range that probed clearly faster, if any."""
-        rivals = [
-            table[(native.device, t)]
-            for t in DTYPES
-            if t != self.native
-            and has_range_of(t, self.native)
-            and table[(native.device, t)].verdict == "ok"
-        ]
-        best = min(rivals, key=_speed_key, default=None)
+        best = _fastest_ok(table, native, lambda t: has_range_of(t, self.native))
         if best is None or _speed_key(native) < _SAME_RANGE_SWITCH * _speed_key(best):
             return None
         return best
@@ -212,12 +218,7 @@ class _Chooser:
         notes = list(warns)
         if not said_rounding and not is_exact_cast(self.native, choice.dtype):
             notes.append(f"{choice.dtype} rounds the {self.native} weights (fewer mantissa bits)")
-        rivals = [
-            table[(choice.device, t)]
-            for t in DTYPES
-            if t != choice.dtype and table[(choice.device, t)].verdict == "ok"
-        ]
-        fastest = min(rivals, key=_speed_key, default=None)
+        fastest = _fastest_ok(table, choice)
         if fastest is None or _speed_key(choice) < _FASTER_NOTE * _speed_key(fastest):
             return _Pick(choice, why, tuple(notes))
         other = fastest.dtype
