@@ -188,6 +188,12 @@ def build_doctor_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refresh", action="store_true", help="measure again instead of using cached probes"
     )
+    parser.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="run a fixed text through the model in each precision on each device: finite, "
+        "agreement with float32, closeness to float16's limit (needs PATH; loads the weights)",
+    )
     return parser
 
 
@@ -325,6 +331,8 @@ def _run_doctor(args: argparse.Namespace) -> int:
 
     _debug_logging(args)
     _use_demo(args)
+    if args.fidelity and args.path is None:
+        raise BadInputError("--fidelity needs a model: mergechat doctor PATH --fidelity")
     return run_doctor(
         DoctorRequest(
             path=args.path,
@@ -332,6 +340,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
             dtype=args.dtype or "auto",
             refresh=args.refresh,
             json_output=args.json,
+            fidelity=args.fidelity,
         )
     )
 

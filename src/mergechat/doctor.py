@@ -20,6 +20,7 @@ from mergechat import __version__
 from mergechat.core import locations
 from mergechat.core.capabilities import Assessment, Capabilities, ChoiceVerdict, DeviceInfo
 from mergechat.core.dtypes import DType
+from mergechat.core.fidelity_cache import FidelityRow, Float16Safety
 from mergechat.core.model_info import ModelInfo
 
 _LABEL = 19  # width of the label column in the text report
@@ -38,6 +39,8 @@ class DoctorRequest:
     #: Measure again instead of reading the probe cache.
     refresh: bool = False
     json_output: bool = False
+    #: Run the model in each device x dtype and measure fidelity (``--fidelity``).
+    fidelity: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class DoctorReport:
     assessment: Assessment | None = None
     #: mergechat's config/history files and folders that other users can read.
     exposed: tuple[str, ...] = ()
+    #: ``--fidelity`` rows (one per device x dtype); None when not asked.
+    fidelity: tuple[FidelityRow, ...] | None = None
+    #: ``--fidelity``'s float16 verdict; None when not asked or nothing could be measured.
+    fidelity_verdict: Float16Safety | None = None
 
 
 def _package_version(name: str) -> str | None:
@@ -81,6 +88,11 @@ def gather(request: DoctorRequest) -> DoctorReport:
         from mergechat.core.policy import assess
 
         assessment = assess(info, caps, device=device, dtype=request.dtype)
+    rows, verdict = None, None
+    if request.fidelity and info is not None:
+        from mergechat import doctor_fidelity
+
+        rows, verdict = doctor_fidelity.measure(info, caps.devices, device)
     return DoctorReport(
         mergechat_version=__version__,
         python_version=platform.python_version(),
@@ -90,6 +102,8 @@ def gather(request: DoctorRequest) -> DoctorReport:
         model=info,
         assessment=assessment,
         exposed=tuple(locations.exposed_files()),
+        fidelity=rows,
+        fidelity_verdict=verdict,
     )
 
 
@@ -111,6 +125,10 @@ def report_to_json(report: DoctorReport) -> dict[str, Any]:
     if report.model is not None:
         data["model"]["native_dtype"] = report.model.native_dtype
         data["model"]["disk_dtype"] = report.model.disk_dtype
+    if report.fidelity is not None:
+        from mergechat import doctor_fidelity
+
+        data.update(doctor_fidelity.to_json(report.fidelity_verdict, report.fidelity))
     return data
 
 
@@ -276,6 +294,10 @@ def format_text(report: DoctorReport) -> str:
         sections.append(_model(report.model))
     if report.assessment is not None:
         sections.append(_assessment(report.assessment))
+    if report.fidelity is not None:
+        from mergechat import doctor_fidelity
+
+        sections.append(doctor_fidelity.lines(report.fidelity, report.fidelity_verdict))
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
