@@ -89,7 +89,9 @@ def run_history(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
     if not default_path().exists():
         raise BadInputError(EMPTY_MESSAGE)
-    with HistoryStore.open() as store:
+    # Reading needs no write access (a read-only file, a full disk); only delete writes.
+    opener = HistoryStore.open if args.action == "delete" else HistoryStore.open_read_only
+    with opener() as store:
         summaries = store.list_conversations()
         if not summaries:
             raise BadInputError(EMPTY_MESSAGE)
@@ -109,9 +111,15 @@ def run_history(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 def parse_id(text: str) -> int:
     """A conversation id from the command line; raises `BadInputError` for anything else."""
+    from mergechat.core.history_db import MAX_ID
+
     value = text.strip()
-    if not value.isdigit() or int(value) == 0:
+    if not (value.isascii() and value.isdigit()) or not value.strip("0"):
         raise BadInputError(f"a conversation id is a positive whole number, got {text!r}")
+    value = value.lstrip("0")
+    if len(value) > len(str(MAX_ID)) or int(value) > MAX_ID:  # more than SQLite can store
+        shown = value if len(value) <= 30 else value[:30] + "…"
+        raise BadInputError(f"no conversation with id {shown} (mergechat history list shows them)")
     return int(value)
 
 

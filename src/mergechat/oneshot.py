@@ -193,7 +193,9 @@ class _Session:
         """Stream the reply; return its final event (None if cut short) and whether interrupted."""
         messages = [ChatMessage("user", self.request.prompt)]
         # Committed before the engine is asked, so no failure or signal can lose the prompt.
-        self.history.begin(self.request.load.path, self.request.prompt)
+        self.history.begin(
+            self.request.load.path, self.request.prompt, self.request.settings, self.state
+        )
         request_id = self.engine.generate(messages, self.request.settings)
         stream: ReplyStream | None = None
         interrupted = False

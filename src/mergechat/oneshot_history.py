@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from mergechat.core.api import FinishReason, GenerationSettings, ReplyStats
+from mergechat.core.api import FinishReason, GenerationSettings, ModelState, ReplyStats
 from mergechat.core.history_types import HistoryUnavailable, MessageState
 
 if TYPE_CHECKING:
@@ -49,8 +49,15 @@ class OneShotHistory:
                 history._turn_off(exc)
         return history
 
-    def begin(self, model_path: str | os.PathLike[str], prompt: str) -> None:
-        """Save the prompt (committed now) and an empty reply in state ``streaming``."""
+    def begin(
+        self,
+        model_path: str | os.PathLike[str],
+        prompt: str,
+        settings: GenerationSettings | None = None,
+        state: ModelState | None = None,
+    ) -> None:
+        """Save the prompt (committed now) and an empty reply in state ``streaming`` that says
+        what produces it (``settings``, the model and its device and precision in ``state``)."""
         from mergechat.core.reply_recorder import ReplyRecorder
 
         store = self.store
@@ -61,6 +68,13 @@ class OneShotHistory:
             self.conversation_id = store.new_conversation(model_path)
             store.add_message(self.conversation_id, "user", prompt)
             reply = store.add_message(self.conversation_id, "assistant", "", "streaming")
+            store.record_producer(
+                reply,
+                settings=settings,
+                model_path=state.path if state is not None else model_path,
+                device=state.device if state is not None else None,
+                dtype=state.dtype if state is not None else None,
+            )
             self._recorder = ReplyRecorder(store, reply, self.interval_s)
 
         self._guard(write)
@@ -101,7 +115,7 @@ class OneShotHistory:
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             final = recorder.pending_text if text is None else text
-            self._guard(lambda: recorder.finish(final, "stopped"))
+            self._guard(lambda: recorder.finish(final, "stopped", finish_reason="stopped"))
 
     def close(self) -> None:
         """Save an unfinished reply as stopped, then close the store. Safe to call twice."""

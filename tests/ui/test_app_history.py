@@ -386,11 +386,17 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
         data = json.loads((documents / "mergechat-1-export-me.json").read_text())
         assert [m["text"] for m in data["conversation"]["messages"]] == ["export me", REPLY]
         assert any(n.message.startswith("Exported as JSON to ") for n in fake.app._notifications)
-        # ctrl+s asks for the file; a .json name writes JSON.
+        # Exporting again never overwrites the earlier export: the next free name is used.
+        (documents / "mergechat-1-export-me.md").write_text("earlier")
+        fake.app.chat.action_export("md")
+        await pilot.pause()
+        assert (documents / "mergechat-1-export-me.md").read_text() == "earlier"
+        assert "# export me" in (documents / "mergechat-1-export-me-2.md").read_text()
+        # ctrl+s asks for the file, prefilled with a free name; a .json name writes JSON.
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, ExportScreen))
         field = fake.app.screen.query_one(Input)
-        assert field.value == str(documents / "mergechat-1-export-me.md")
+        assert field.value == str(documents / "mergechat-1-export-me-3.md")
         field.value = str(tmp_path / "chosen.json")
         await pilot.press("enter")
         await wait_for(pilot, lambda: (tmp_path / "chosen.json").exists())

@@ -42,7 +42,7 @@ def float16_verdict(
         layer = broken.first_nonfinite_layer
         ref = (reference_maxima or {}).get(layer or "")
         if ref is not None and math.isfinite(ref) and ref > FLOAT16_MAX:
-            return _unsafe(f"{layer} output", layer, ref)
+            return _unsafe(_what(layer), layer, ref)
         reason = (
             f"float16 is unsafe: {layer or 'the model'} turns to inf/NaN in float16 on "
             f"{broken.device}"
@@ -52,7 +52,7 @@ def float16_verdict(
     if act is None:
         return None
     a_value, a_name = act
-    worst_value, worst_name, what = a_value, a_name, f"{a_name} output"
+    worst_value, worst_name, what = a_value, a_name, _what(a_name)
     if w_value is not None and w_value > a_value:
         worst_value, worst_name, what = w_value, w_name, f"weight {w_name}"
     if worst_value > FLOAT16_MAX:
@@ -70,6 +70,13 @@ def float16_verdict(
         f"{magnitude(a_value)} in {a_name}, 1/{ratio:,.0f} of float16's range{untested})"
     )
     return Float16Safety(True, reason, worst_name, worst_value)
+
+
+def _what(layer: str | None) -> str:
+    """``model.layers.3.mlp output`` or ``model.layers.3.mlp.down_proj (input)``."""
+    if layer is None:
+        return "an activation"
+    return layer if layer.endswith(" (input)") else f"{layer} output"
 
 
 def _unsafe(what: str, name: str | None, value: float) -> Float16Safety:

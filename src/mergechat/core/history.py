@@ -11,11 +11,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
 
 from mergechat.core import locations
 from mergechat.core.api import GenerationSettings, ReplyStats, Role
-from mergechat.core.history_schema import SchemaTooNewError, migrate
+from mergechat.core.history_db import (
+    connect_read_only,
+    connect_writable,
+    rollback,
+    unavailable,
+)
+from mergechat.core.history_reads import HistoryReads, check_id
+from mergechat.core.history_schema import LATEST_VERSION
 from mergechat.core.history_types import (
     MESSAGE_STATES,
     ROLES,
@@ -25,7 +31,6 @@ from mergechat.core.history_types import (
     MessageState,
     StoredMessage,
     UnknownConversation,
-    derive_title,
     normalize_model_path,
 )
 from mergechat.core.reply_recorder import ReplyRecorder
@@ -48,20 +53,7 @@ def default_path() -> Path:
     return locations.history_file()
 
 
-_MESSAGE_COLUMNS: Final = (
-    "id, conversation_id, role, text, created, state, model_path, device, dtype, params_json, "
-    "prompt_tokens, new_tokens, tokens_per_s, ttft_s, total_s, context_used, context_max, "
-    "finish_reason, error"
-)
-
-
-def _message(row: sqlite3.Row) -> StoredMessage:
-    values = dict(row)
-    params = values.pop("params_json")
-    return StoredMessage(**values, params=json.loads(params) if params else None)
-
-
-class HistoryStore:
+class HistoryStore(HistoryReads):
     """The conversation store. Every write commits at once; use it from one thread at a time."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -80,23 +72,22 @@ class HistoryStore:
         newer mergechat, or cannot be created.
         """
         db = Path(path) if path is not None else default_path()
-        conn: sqlite3.Connection | None = None
-        try:
-            locations.ensure_private_dir(db.parent)
-            _create_private(db)
-            conn = sqlite3.connect(
-                db, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode NORMAL survives any application crash; only power loss may drop the tail.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn)
-        except (sqlite3.Error, OSError, SchemaTooNewError) as exc:
-            if conn is not None:
-                conn.close()
-            raise _unavailable(db, exc) from exc
+        return cls(connect_writable(db, busy_timeout_s), db)
+
+    @classmethod
+    def open_read_only(
+        cls, path: str | os.PathLike[str] | None = None, *, busy_timeout_s: float = 2.0
+    ) -> HistoryStore:
+        """Open an existing store for reading only: it works on a read-only file or a full disk.
+
+        A store from an older mergechat is upgraded first (that needs write access). Writes
+        through the result fail with `HistoryUnavailable`.
+        """
+        db = Path(path) if path is not None else default_path()
+        conn, version = connect_read_only(db, busy_timeout_s)
+        if version < LATEST_VERSION:
+            conn.close()
+            return cls.open(db, busy_timeout_s=busy_timeout_s)
         return cls(conn, db)
 
     # -- writes -----------------------------------------------------------------------------------
@@ -158,14 +149,49 @@ class HistoryStore:
                 context_used=stats.context_used,
                 context_max=stats.context_max,
             )
-        if settings is not None:
-            values["params_json"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
-        if model_path is not None:
-            values["model_path"] = normalize_model_path(model_path)
+        values.update(_producer(settings, model_path))
         if finish_reason is not None:
             values["finish_reason"] = finish_reason
         if error is not None:
             values["error"] = error
+        return self._update_message(message_id, values)
+
+    def record_producer(
+        self,
+        message_id: int,
+        *,
+        settings: GenerationSettings | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> bool:
+        """Note what is producing a reply as it starts, so a reply cut off (quit, crash) still
+        says which model, device, precision and parameters made it. False: no such message."""
+        values = _producer(settings, model_path)
+        values.update({k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None})
+        return self._update_message(message_id, values) if values else True
+
+    def set_last_opened_in_app(
+        self, model_path: str | os.PathLike[str], conv_id: int | None
+    ) -> None:
+        """Note the conversation the app has open with ``model_path`` (None: a new, empty chat)."""
+        with self._write() as conn:
+            if (
+                conv_id is not None
+                and conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = ?", (check_id(conv_id),)
+                ).fetchone()
+                is None
+            ):
+                conv_id = None  # deleted meanwhile
+            conn.execute(
+                "INSERT INTO app_last_open (model_path, conversation_id, updated) VALUES (?,?,?) "
+                "ON CONFLICT(model_path) DO UPDATE SET conversation_id = excluded.conversation_id, "
+                "updated = excluded.updated",
+                (normalize_model_path(model_path), conv_id, time.time()),
+            )
+
+    def _update_message(self, message_id: int, values: dict[str, object]) -> bool:
         assignments = ", ".join(f"{column} = ?" for column in values)
         with self._write() as conn:
             cur = conn.execute(
@@ -184,79 +210,23 @@ class HistoryStore:
         """Set a conversation's title; an empty title goes back to the first message's."""
         clean = " ".join(title.split()) or None
         with self._write() as conn:
-            cur = conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (clean, conv_id))
+            cur = conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (clean, check_id(conv_id))
+            )
             if cur.rowcount == 0:
                 raise UnknownConversation(conv_id)
 
     def delete(self, conv_id: int) -> None:
         """Delete a conversation and its messages."""
         with self._write() as conn:
-            if conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount == 0:
+            cur = conn.execute("DELETE FROM conversations WHERE id = ?", (check_id(conv_id),))
+            if cur.rowcount == 0:
                 raise UnknownConversation(conv_id)
 
     def delete_message(self, message_id: int) -> None:
         """Delete one message (a reply being regenerated); unknown ids are ignored."""
         with self._write() as conn:
             conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-
-    # -- reads ------------------------------------------------------------------------------------
-    def list_conversations(self) -> list[ConversationSummary]:
-        """All conversations, most recently updated first, with their message counts."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT c.id, c.title, c.model_path, c.created, c.updated, "
-                "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n, "
-                "(SELECT substr(text, 1, 500) FROM messages m WHERE m.conversation_id = c.id "
-                " AND m.role = 'user' ORDER BY m.id LIMIT 1) AS first_user "
-                "FROM conversations c ORDER BY c.updated DESC, c.id DESC"
-            ).fetchall()
-        return [
-            ConversationSummary(
-                id=r["id"],
-                title=r["title"] or derive_title(r["first_user"]),
-                model_path=r["model_path"],
-                created=r["created"],
-                updated=r["updated"],
-                message_count=r["n"],
-                renamed=r["title"] is not None,
-            )
-            for r in rows
-        ]
-
-    def get_conversation(self, conv_id: int) -> Conversation:
-        """A conversation with its messages. Raises `UnknownConversation`."""
-        with self._read() as conn:
-            head = conn.execute(
-                "SELECT id, title, model_path, created, updated FROM conversations WHERE id = ?",
-                (conv_id,),
-            ).fetchone()
-            if head is None:
-                raise UnknownConversation(conv_id)
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id",
-                (conv_id,),
-            ).fetchall()
-        messages = tuple(_message(r) for r in rows)
-        first_user = next((m.text for m in messages if m.role == "user"), None)
-        return Conversation(
-            id=head["id"],
-            title=head["title"] or derive_title(first_user),
-            model_path=head["model_path"],
-            created=head["created"],
-            updated=head["updated"],
-            renamed=head["title"] is not None,
-            messages=messages,
-        )
-
-    def last_conversation_for_model(self, model_path: str | os.PathLike[str]) -> int | None:
-        """The id of the most recently updated conversation with ``model_path``, if any."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT id FROM conversations WHERE model_path = ? "
-                "ORDER BY updated DESC, id DESC LIMIT 1",
-                (normalize_model_path(model_path),),
-            ).fetchone()
-        return None if row is None else int(row["id"])
 
     def close(self) -> None:
         """Close the database; further calls raise `HistoryUnavailable`. Safe to call twice."""
@@ -274,7 +244,9 @@ class HistoryStore:
     # -- plumbing ---------------------------------------------------------------------------------
     @staticmethod
     def _touch(conn: sqlite3.Connection, conv_id: int, now: float) -> None:
-        cur = conn.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv_id))
+        cur = conn.execute(
+            "UPDATE conversations SET updated = ? WHERE id = ?", (now, check_id(conv_id))
+        )
         if cur.rowcount == 0:
             raise UnknownConversation(conv_id)
 
@@ -285,7 +257,7 @@ class HistoryStore:
             try:
                 yield conn
             except sqlite3.Error as exc:
-                raise _unavailable(self.path, exc) from exc
+                raise unavailable(self.path, exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -306,13 +278,13 @@ class HistoryStore:
                     yield conn
                 except BaseException:
                     if not nested:
-                        _rollback(conn)
+                        rollback(conn)
                     raise
                 if conn.in_transaction:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                _rollback(conn)
-                raise _unavailable(self.path, exc) from exc
+                rollback(conn)
+                raise unavailable(self.path, exc) from exc
 
     def _require_open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -320,40 +292,13 @@ class HistoryStore:
         return self._conn
 
 
-def _create_private(db: Path) -> None:
-    """Create the database file, if new, with mode 0600 whatever the umask.
-
-    SQLite gives the -wal and -shm files the database's mode. An existing file keeps its mode.
-    """
-    try:
-        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    # Never let a failing rollback (a closed connection) hide the error that caused it.
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
-
-
-def _unavailable(path: Path, exc: BaseException) -> HistoryUnavailable:
-    """Turn a low-level failure into one message with a hint that says what to do."""
-    detail = str(exc) or type(exc).__name__
-    hint: str | None = None
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
-        hint = "another program holds a lock on it; close it, then restart mergechat"
-    elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        hint = f"the file is damaged; move it aside (mv '{path}' '{path}.broken') to start afresh"
-    elif isinstance(exc, SchemaTooNewError):
-        hint = "use the newer mergechat, or move the file aside to start afresh"
-    elif isinstance(exc, OSError):
-        hint = "check that the data directory exists and is writable (or set MERGECHAT_DATA_DIR)"
-    return HistoryUnavailable(f"cannot use the history database {path}: {detail}", hint)
+def _producer(
+    settings: GenerationSettings | None, model_path: str | os.PathLike[str] | None
+) -> dict[str, object]:
+    """The message columns that say which parameters and model made a reply (those given)."""
+    values: dict[str, object] = {}
+    if settings is not None:
+        values["params_json"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+    if model_path is not None:
+        values["model_path"] = normalize_model_path(model_path)
+    return values

@@ -49,6 +49,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX conversations_by_model ON conversations(model_path, updated);
     CREATE INDEX conversations_by_updated ON conversations(updated);
     """,
+    # 4: per model, the conversation the app last had open (NULL: a new, empty chat), so a
+    # restart resumes that one rather than a one-shot exchange saved meanwhile.
+    """
+    CREATE TABLE app_last_open (
+        model_path TEXT PRIMARY KEY,
+        conversation_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
+        updated REAL NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION: Final[int] = len(MIGRATIONS)

@@ -102,6 +102,11 @@ class Conversation:
             if m.text.strip() and m.state != "failed"
         ]
 
+    def context_used(self) -> int:
+        """The context the conversation filled when its latest counted reply ended (0: none)."""
+        counted = (m.context_used for m in reversed(self.messages) if m.context_used is not None)
+        return next(counted, 0)
+
 
 def derive_title(first_user_text: str | None) -> str:
     """A one-line title from the first user message, shortened to `TITLE_MAX` characters."""

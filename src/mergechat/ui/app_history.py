@@ -26,7 +26,9 @@ class AppHistory:
     def __init__(self, app: MergechatApp) -> None:
         self.app = app
         #: What the chat screen saves through (no store until `open`: history off).
-        self.history = ChatHistory(None, self._failed)
+        self.history = ChatHistory(
+            None, self._failed, on_notice=self._notice, model_state=lambda: app.model_state
+        )
         #: Why history is off, told when the conversations key is pressed.
         self.off_reason: str | None = None
         #: Ends the process if a clean exit after a signal hangs (cancelled by `run_app`).
@@ -42,9 +44,11 @@ class AppHistory:
             self.off_reason = "History is off ([history] enabled = false in the config)."
         else:
             from mergechat.core.history import HistoryStore
+            from mergechat.core.history_lock import ConversationLocks
 
             try:
-                self.history.store = HistoryStore.open()
+                self.history.store = store = HistoryStore.open()
+                self.history.locks = ConversationLocks.beside(store.path)
             except HistoryUnavailable as exc:
                 self._failed(f"History is off: {exc}")
         self._signals = add_loop_handlers(asyncio.get_running_loop(), self._on_signal)
@@ -58,6 +62,9 @@ class AppHistory:
     def _failed(self, text: str) -> None:
         self.off_reason = text
         self.app.notify(text, title="History", severity="warning", timeout=15, markup=False)
+
+    def _notice(self, text: str) -> None:
+        self.app.notify(text, title="Conversation", severity="warning", timeout=10, markup=False)
 
     def startup_conversation(self, model_path: Path) -> None:
         """After the first load: reopen the model's last conversation, or start a new one."""
@@ -90,6 +97,11 @@ class AppHistory:
 
     def _chosen(self, choice: OpenConversation | None) -> None:
         if choice is None:
+            return
+        owner = self.history.held_elsewhere(choice.id)
+        if owner is not None:
+            # One writer per conversation: the chat on screen stays as it is.
+            self._notice(f"That conversation is open in another mergechat ({owner}).")
             return
         self.app.chat.open_conversation(choice.id)
         saved = self.history.conversation

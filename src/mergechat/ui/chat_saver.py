@@ -44,7 +44,7 @@ class ChatSaver:
 
     def reply_started(self, kind: ReplyKind, settings: GenerationSettings) -> None:
         """A reply is about to be asked for with ``settings`` (its row is created now)."""
-        self._current = _Recording(self.history.reply_started(kind), settings)
+        self._current = _Recording(self.history.reply_started(kind, settings), settings)
 
     def streaming(self, stream: ReplyStream) -> None:
         """The engine started the reply: its text comes from ``stream``."""

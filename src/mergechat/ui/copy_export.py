@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,15 +80,30 @@ def saved_conversation(app: App[Any], history: ChatHistory) -> Conversation | No
         return None
 
 
+def free_path(path: Path) -> Path:
+    """``path`` when nothing is there yet, else the first free ``name-2.md``, ``name-3.md``..."""
+    if not os.path.lexists(path):
+        return path
+    for number in itertools.count(2):
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
 def export_conversation(
     app: App[Any], history: ChatHistory, fmt: ExportFormat, path: Path | None = None
 ) -> Path | None:
-    """Write the conversation as ``fmt`` to ``path`` (default: the documents folder); notify."""
+    """Write the conversation as ``fmt`` to ``path``; notify. Without ``path`` (or with a
+    folder) it goes to a new file in the documents folder (or that folder): never over one."""
     conversation = saved_conversation(app, history)
     if conversation is None:
         return None
-    from mergechat.core.export import write_export
+    from mergechat.core.export import default_export_dir, default_filename, write_export
 
+    folder = default_export_dir() if path is None else path if path.is_dir() else None
+    if folder is not None:
+        path = free_path(folder / default_filename(conversation, fmt))
     try:
         written = write_export(conversation, fmt, path)
     except MergechatError as exc:
@@ -97,17 +114,31 @@ def export_conversation(
 
 
 def open_export_dialog(app: App[Any], history: ChatHistory) -> None:
-    """Ask for the file (prefilled with the default Markdown file), then export there."""
+    """Ask for the file (prefilled with a new Markdown file's name), then export there; a file
+    that exists already is replaced only when the user says so."""
     conversation = saved_conversation(app, history)
     if conversation is None:
         return
     from mergechat.core.export import default_export_dir, default_filename
+    from mergechat.ui.screens.confirm import ConfirmScreen
     from mergechat.ui.screens.export import ExportScreen, format_for
 
-    default = default_export_dir() / default_filename(conversation, "md")
+    default = free_path(default_export_dir() / default_filename(conversation, "md"))
 
     def chosen(path: Path | None) -> None:
-        if path is not None:
+        if path is None:
+            return
+        if path.is_dir() or not os.path.lexists(path):
             export_conversation(app, history, format_for(path), path)
+            return
+
+        def answered(replace: bool | None) -> None:
+            if replace:
+                export_conversation(app, history, format_for(path), path)
+            else:
+                app.notify("Not exported: the file was kept as it is.", markup=False)
+
+        reasons = [f"{path} already exists: exporting replaces what it holds."]
+        app.push_screen(ConfirmScreen("Replace the file?", reasons, yes="Replace"), answered)
 
     app.push_screen(ExportScreen(default), chosen)

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from mergechat.core.api import ChatMessage, FinishReason, GenerationSettings, ReplyStats, Role
+from mergechat.core.api import FinishReason, GenerationSettings, ModelState, ReplyStats, Role
 from mergechat.core.history_types import (
-    Conversation,
     HistoryUnavailable,
     MessageState,
     StoredMessage,
     UnknownConversation,
 )
+from mergechat.ui.history_session import HistorySession, ModelPath
 
 if TYPE_CHECKING:
     from mergechat.core.history import HistoryStore
+    from mergechat.core.history_lock import ConversationLocks
     from mergechat.core.reply_recorder import ReplyRecorder
 
-ModelPath = str | os.PathLike[str] | None
 #: The same kinds as the chat screen's `ReplyKind`.
 ReplyKind = Literal["new", "regenerate", "continue"]
 #: Engine finish reasons as stored message states ("length" is a complete reply that hit the cap).
@@ -50,13 +49,12 @@ class ReplyHandle:
         return self.continues.text + text if self.continues is not None else text
 
 
-class ChatHistory:
-    """Saves the chat to a `HistoryStore`; with no store (history off) every method does nothing.
+class ChatHistory(HistorySession):
+    """Saves the chat to a `HistoryStore` as it happens; with no store every method does nothing.
 
     Texts passed to the reply methods are what *this request* generated (``ReplyStream.text``,
     ``ReplyFinished.text``, ``ReplyFailed.partial_text``); a continuation is appended to the
-    reply it continues. The first failing write turns history off: the store is closed,
-    ``on_error`` gets one notice for the user, and the chat goes on unsaved. UI thread only.
+    reply it continues. UI thread only.
     """
 
     def __init__(
@@ -65,67 +63,20 @@ class ChatHistory:
         on_error: Callable[[str], None] | None = None,
         *,
         interval_s: float = 1.0,
+        locks: ConversationLocks | None = None,
+        on_notice: Callable[[str], None] | None = None,
+        model_state: Callable[[], ModelState | None] | None = None,
     ) -> None:
-        """Record into ``store``; ``on_error`` gets the "History is off: ..." notice."""
-        self.store = store
-        self.on_error = on_error
-        self.interval_s = interval_s
-        self.conversation_id: int | None = None
-        #: The conversation last opened with `resume` (to show its replies with their stats).
-        self.conversation: Conversation | None = None
-        self._model_path: ModelPath = None
+        """As `HistorySession`; no reply is being recorded yet."""
+        super().__init__(
+            store,
+            on_error,
+            interval_s=interval_s,
+            locks=locks,
+            on_notice=on_notice,
+            model_state=model_state,
+        )
         self._replies: list[ReplyHandle] = []
-        self._last_reply_id: int | None = None
-
-    @property
-    def enabled(self) -> bool:
-        """True while messages are being saved."""
-        return self.store is not None
-
-    # -- conversations ----------------------------------------------------------------------------
-    def start(self, model_path: ModelPath) -> None:
-        """Begin a new conversation with ``model_path``; it is created with its first message."""
-        self._model_path = model_path
-        self.conversation_id = None
-        self.conversation = None
-        self._last_reply_id = None
-
-    def set_model(self, model_path: ModelPath) -> None:
-        """Note the model now loaded (recorded on new conversations and replies)."""
-        self._model_path = model_path
-
-    def resume(self, conv_id: int) -> list[ChatMessage]:
-        """Continue conversation ``conv_id``; return its turns to give the model as context.
-
-        Returns [] (and starts a new conversation) when it no longer exists or history is off.
-        """
-        if self.store is None:
-            return []
-        try:
-            conversation = self.store.get_conversation(conv_id)
-        except UnknownConversation:
-            self.start(self._model_path)
-            return []
-        except HistoryUnavailable as exc:
-            self._turn_off(exc)
-            return []
-        self.conversation_id = conversation.id
-        self.conversation = conversation
-        last = conversation.messages[-1] if conversation.messages else None
-        self._last_reply_id = last.id if last is not None and last.role == "assistant" else None
-        return conversation.chat_messages()
-
-    def resume_last(self, model_path: ModelPath) -> list[ChatMessage]:
-        """Reopen the latest conversation with ``model_path``, or start a new one; its turns."""
-        self.start(model_path)
-        if self.store is None or not model_path:
-            return []
-        try:
-            last = self.store.last_conversation_for_model(model_path)
-        except HistoryUnavailable as exc:
-            self._turn_off(exc)
-            return []
-        return [] if last is None else self.resume(last)
 
     # -- messages ---------------------------------------------------------------------------------
     def user_message(self, text: str) -> None:
@@ -133,8 +84,11 @@ class ChatHistory:
         if self._add("user", text, "complete") is not None:
             self._last_reply_id = None
 
-    def reply_started(self, kind: ReplyKind = "new") -> ReplyHandle | None:
-        """Create the reply's row (state ``streaming``); None when history is off.
+    def reply_started(
+        self, kind: ReplyKind = "new", settings: GenerationSettings | None = None
+    ) -> ReplyHandle | None:
+        """Create the reply's row (state ``streaming``) with what produces it (``settings``, the
+        model, its device and precision); None when history is off.
 
         ``regenerate`` first deletes the last reply (when the conversation ends with one);
         ``continue`` extends the last reply in place.
@@ -151,6 +105,9 @@ class ChatHistory:
         else:
             message_id = self._add("assistant", "", "streaming")
         if message_id is None or self.store is None:
+            return None
+        self._note_producer(message_id, settings)
+        if self.store is None:
             return None
         initial = continues.text if continues is not None else ""
         recorder = ReplyRecorder(self.store, message_id, self.interval_s, initial_text=initial)
@@ -221,7 +178,8 @@ class ChatHistory:
                 return
             recorder = handle.recorder
             if interrupted:
-                self._guard(partial(recorder.finish, recorder.pending_text, "stopped"))
+                finish = partial(recorder.finish, finish_reason="stopped")
+                self._guard(partial(finish, recorder.pending_text, "stopped"))
                 self._forget(handle)
             else:
                 self._guard(recorder.flush)
@@ -229,7 +187,10 @@ class ChatHistory:
     def close(self) -> None:
         """Save replies in progress (as stopped) and close the store; history is off afterwards."""
         self.flush()
+        self._note_open()  # the last one to quit says what to reopen
         store, self.store = self.store, None
+        if self.locks is not None:
+            self.locks.release_all()
         if store is not None:
             store.close()
 
@@ -240,14 +201,15 @@ class ChatHistory:
             return None
         try:
             if self.conversation_id is None:
-                self.conversation_id = store.new_conversation(self._model_path)
+                self._created(store.new_conversation(self._model_path))
             try:
-                return store.add_message(self.conversation_id, role, text, state)
+                return store.add_message(self.conversation_id or 0, role, text, state)
             except UnknownConversation:
                 # Deleted meanwhile (conversations screen or the CLI): carry on in a new one.
-                self.conversation_id = store.new_conversation(self._model_path)
+                self._leave()
+                self._created(store.new_conversation(self._model_path))
                 self._last_reply_id = None
-                return store.add_message(self.conversation_id, role, text, state)
+                return store.add_message(self.conversation_id or 0, role, text, state)
         except HistoryUnavailable as exc:
             self._turn_off(exc)
             return None
@@ -265,21 +227,24 @@ class ChatHistory:
             return None
         return next((m for m in conversation.messages if m.id == self._last_reply_id), None)
 
-    def _guard(self, write: Callable[[], object]) -> None:
-        try:
-            write()
-        except HistoryUnavailable as exc:
-            self._turn_off(exc)
+    def _note_producer(self, message_id: int, settings: GenerationSettings | None) -> None:
+        store, state = self.store, self.model_state() if self.model_state else None
+        if store is None:
+            return
+        self._guard(
+            lambda: store.record_producer(
+                message_id,
+                settings=settings,
+                model_path=state.path if state is not None else self._model_path,
+                device=state.device if state is not None else None,
+                dtype=state.dtype if state is not None else None,
+            )
+        )
 
     def _forget(self, handle: ReplyHandle) -> None:
         if handle in self._replies:
             self._replies.remove(handle)
 
     def _turn_off(self, exc: HistoryUnavailable) -> None:
-        store, self.store = self.store, None
         self._replies.clear()
-        if store is None:
-            return  # already off (an outer write failing after a nested one did)
-        store.close()
-        if self.on_error is not None:
-            self.on_error(f"History is off: {exc}")
+        super()._turn_off(exc)

@@ -226,7 +226,7 @@ class ChatScreen(Screen[None]):
         self._reply = None
         show_transcript(self.view, saved)
         phase: Phase = "ready" if self.phase == "generating" else self.phase
-        self.set_phase(phase, tokens_per_s=None, context_used=0)
+        self.set_phase(phase, tokens_per_s=None, context_used=saved.context_used() if saved else 0)
 
     def _launch(self, messages: list[ChatMessage], kind: ReplyKind, text: str = "") -> None:
         # "generating" at once, so a second Enter is refused while the messages mount.
