@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from mergechat.core.errors import BadInputError
 
 if TYPE_CHECKING:
+    from mergechat.core.export import ExportFormat
     from mergechat.core.history import HistoryStore
     from mergechat.core.history_types import Conversation, ConversationSummary
 
@@ -166,7 +167,7 @@ def _model_name(model_path: str) -> str:
 
 
 def _export(conversation: Conversation, args: argparse.Namespace, stream: TextIO) -> None:
-    from mergechat.core.export import ExportFormat, render, write_export
+    from mergechat.core.export import render, write_export
 
     output: str | None = args.output
     fmt: ExportFormat = args.format or (
@@ -175,8 +176,19 @@ def _export(conversation: Conversation, args: argparse.Namespace, stream: TextIO
     if output == "-":
         stream.write(render(conversation, fmt))
         return
-    written = write_export(conversation, fmt, output)
+    written = write_export(conversation, fmt, _new_file(conversation, fmt, output))
     stream.write(f"exported conversation {conversation.id} to {printable(str(written))}\n")
+
+
+def _new_file(conversation: Conversation, fmt: ExportFormat, output: str | None) -> Path:
+    """``-o FILE`` as given (the user's choice); for a folder or none, a name not taken yet."""
+    from mergechat.core.export import default_export_dir, default_filename
+    from mergechat.core.export_paths import free_path
+
+    folder = default_export_dir() if output is None else Path(output).expanduser()
+    if not folder.is_dir():
+        return folder
+    return free_path(folder / default_filename(conversation, fmt))
 
 
 def _delete(store: HistoryStore, conv_id: int, yes: bool, stream: TextIO) -> None:

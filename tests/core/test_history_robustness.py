@@ -253,3 +253,14 @@ def test_the_last_opened_conversation_is_noted_per_model(store: HistoryStore) ->
     assert store.last_opened_in_app("/other") == (True, None)
     store.delete(conv)
     assert store.last_opened_in_app("/m") == (True, None)
+
+
+def test_history_export_to_a_folder_never_replaces_an_earlier_export(
+    store: HistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conv = _conversation(store)
+    first = tmp_path / f"mergechat-{conv}-hello.md"
+    first.write_text("earlier")
+    code, out, _ = _cli(capsys, "export", str(conv), "-o", str(tmp_path))
+    assert code == 0 and out.endswith(f"mergechat-{conv}-hello-2.md\n")
+    assert first.read_text() == "earlier"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from textual.app import App
 from mergechat.core.api import ChatMessage
 from mergechat.core.errors import MergechatError
 from mergechat.core.export import ExportFormat
+from mergechat.core.export_paths import free_path
 from mergechat.core.history_types import Conversation
 from mergechat.ui.clipboard import (
     CopyMenu,
@@ -78,17 +78,6 @@ def saved_conversation(app: App[Any], history: ChatHistory) -> Conversation | No
     except MergechatError as exc:
         app.notify(str(exc), title="Export failed", severity="error", markup=False)
         return None
-
-
-def free_path(path: Path) -> Path:
-    """``path`` when nothing is there yet, else the first free ``name-2.md``, ``name-3.md``..."""
-    if not os.path.lexists(path):
-        return path
-    for number in itertools.count(2):
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        if not os.path.lexists(candidate):
-            return candidate
-    raise AssertionError("unreachable")
 
 
 def export_conversation(
