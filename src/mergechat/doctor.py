@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from mergechat import __version__
-from mergechat.core import locations
+from mergechat.core import locations, model_defaults
 from mergechat.core.capabilities import Assessment, Capabilities, ChoiceVerdict, DeviceInfo
 from mergechat.core.dtypes import DType
 from mergechat.core.fidelity_cache import FidelityRow, Float16Safety
@@ -247,8 +247,8 @@ def _model(info: ModelInfo) -> list[str]:
     if merge is not None and merge.tokenizer_source:
         tokenizer += f" (merge tokenizer_source: {merge.tokenizer_source})"
     lines.append(_row("Tokenizer", tokenizer))
-    config = "yes (its defaults apply)" if info.has_generation_config else "none"
-    lines.append(_row("Generation config", config))
+    folder = info.path if info.path.is_dir() else info.path.parent
+    lines.append(_row("Generation config", model_defaults.describe(folder)))
     context = f"{info.context_length:,} tokens" if info.context_length else "unknown"
     lines.append(_row("Context length", context))
     problems = [p.message for p in info.problems]

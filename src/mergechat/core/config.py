@@ -137,6 +137,14 @@ def parse_generation_field(name: str, text: str) -> object:
     return _convert(rule, number)
 
 
+def check_generation_value(name: str, value: object) -> object:
+    """Check a parsed (JSON or TOML) value for generation field ``name`` with the same rules.
+
+    Used for a model's own defaults; raises ValueError whose text is the reason.
+    """
+    return _convert(_GENERATION_RULES[name], value)
+
+
 def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
     """Read the config file; return the settings and one problem line per thing ignored.
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mergechat.core import model_defaults
 from mergechat.core.api import LoadProgress, LoadRequest, LoadStage, ModelState
 from mergechat.core.capabilities import Recommendation
 from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
@@ -137,6 +138,9 @@ def load_weights(
     if info.weights_format == "pytorch-bin":
         # Never full unpickling (it can run code); inspection already refused unsafe pickles.
         kwargs["weights_only"] = True
+    defaults, defaults_warning = model_defaults.load_kwargs(folder)
+    kwargs.update(defaults)  # invalid generation_config.json keys left out, with a warning
+    warnings = (*warnings, defaults_warning) if defaults_warning else warnings
     model: Any = AutoModelForCausalLM.from_pretrained(
         folder, trust_remote_code=trust_remote_code, **kwargs
     )
