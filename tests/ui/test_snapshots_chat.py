@@ -76,3 +76,14 @@ def test_chat_while_loading(snap_compare: Any) -> None:
         assert snap_compare(fake.app, terminal_size=SIZE, run_before=run)
     finally:
         gate.set()
+
+
+def test_empty_chat_at_80x24(snap_compare: Any) -> None:
+    """A first start on a small terminal: the hint says what to do, the footer's keys fit."""
+    fake = FakeApp()
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+        await _settle(fake, pilot)
+
+    assert snap_compare(fake.app, terminal_size=(80, 24), run_before=run)

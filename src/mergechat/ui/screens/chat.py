@@ -10,7 +10,6 @@ from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from mergechat.core.api import (
     ChatMessage,
@@ -28,6 +27,7 @@ from mergechat.ui.engine_events import error_text
 from mergechat.ui.history_recorder import ChatHistory
 from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
 from mergechat.ui.widgets.conversation_view import ConversationView
+from mergechat.ui.widgets.key_footer import KeyFooter
 from mergechat.ui.widgets.load_progress import LoadProgress
 from mergechat.ui.widgets.prompt_input import PromptInput
 from mergechat.ui.widgets.status_bar import Phase, StatusBar, StatusInfo
@@ -76,7 +76,7 @@ class ChatScreen(Screen[None]):
         yield LoadProgress(id="load-progress")
         yield PromptInput(id="prompt", placeholder="Message (Enter sends, ctrl+j newline)")
         yield StatusBar(self._initial_status, id="status")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.prompt.focus()

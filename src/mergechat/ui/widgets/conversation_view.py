@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from textual.app import RenderResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from mergechat.ui.widgets.assistant_message import AssistantMessage
+from mergechat.ui.widgets.empty_hint import bound_keys, hint_text
 
 
 class UserMessage(Static):
@@ -21,6 +23,10 @@ class ConversationView(VerticalScroll, can_focus=True):
 
     def on_mount(self) -> None:
         self.anchor()
+
+    def render(self) -> RenderResult:
+        """While there are no messages, a hint of what to do (messages draw over it otherwise)."""
+        return "" if self.children else hint_text(bound_keys(self.screen))
 
     async def add_user(self, text: str) -> UserMessage:
         """Append a user message."""

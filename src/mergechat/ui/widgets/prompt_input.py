@@ -9,6 +9,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import TextArea
 
+from mergechat.ui.widgets.toast_room import keep_toasts_above
+
 
 class PromptInput(TextArea):
     """A `TextArea` that submits on Enter and recalls earlier prompts with up/down.
@@ -59,6 +61,9 @@ class PromptInput(TextArea):
         # before recall started, restored when the user walks past the newest entry.
         self._history_index = 0
         self._draft = ""
+
+    def on_mount(self) -> None:
+        keep_toasts_above(self)  # notices never hide what is being typed
 
     def action_submit(self) -> None:
         """Post `Submitted` with the current text (the screen decides whether to accept it)."""

@@ -78,26 +78,71 @@ class StatusBar(Static):
         for name in ("ready", "generating", "switching", "loading", "error"):
             self.set_class(self.info.phase == name, f"-{name}")
         # One line, always: no layout pass needed (this runs on every streamed batch).
-        self.update(self.render_content(self.info), layout=False)
+        width = self.size.width or None  # 0 before the first layout: the full line
+        self.update(self.render_content(self.info, width), layout=False)
+
+    def on_resize(self) -> None:
+        self._render_info()
 
     @staticmethod
-    def render_content(info: StatusInfo) -> Content:
-        """The line for ``info``: parts joined by a separator, empty parts left out."""
-        parts: list[Content] = []
+    def render_content(info: StatusInfo, width: int | None = None) -> Content:
+        """The line for ``info``: parts joined by a separator, empty parts left out.
+
+        Wider than ``width``: short forms first, then the merge method, tok/s and device go and
+        the model name is cut; the precision, the phase and the context figure always stay.
+        """
+        parts: dict[str, Content] = {}
         if info.model:
-            parts.append(Content.from_markup("[b]$model[/b]", model=info.model))
+            parts["model"] = Content.from_markup("[b]$model[/b]", model=info.model)
         if info.device:
-            parts.append(Content(info.device))
+            parts["device"] = Content(info.device)
         if info.dtype:
-            parts.append(Content.from_markup("[b]$dtype[/b]", dtype=info.dtype))
-        parts.append(Content.from_markup("[reverse] $phase [/reverse]", phase=info.phase_text()))
+            parts["dtype"] = Content.from_markup("[b]$dtype[/b]", dtype=info.dtype)
+        parts["phase"] = Content.from_markup("[reverse] $phase [/reverse]", phase=info.phase_text())
         if info.tokens_per_s is not None:
-            parts.append(Content(f"{info.tokens_per_s:.1f} tok/s"))
+            parts["tok/s"] = Content(f"{info.tokens_per_s:.1f} tok/s")
         if info.context_max:
             used = info.context_used if info.context_used is not None else 0
-            parts.append(Content(f"ctx {used}/{info.context_max}"))
+            parts["ctx"] = Content(f"ctx {used}/{info.context_max}")
         if info.merge_method:
-            parts.append(Content.from_markup("merge: $method", method=info.merge_method))
+            parts["merge"] = Content.from_markup("merge: $method", method=info.merge_method)
         if info.fallback_template:
-            parts.append(Content.styled("no chat template: ChatML fallback", "$text-warning"))
-        return Content(" ") + Content(" │ ").join(parts)
+            parts["fallback"] = Content.styled("no chat template: ChatML fallback", "$text-warning")
+        return _fit(parts, width)
+
+
+#: How the line gets shorter, step by step: a short form, a part dropped (None), or the model
+#: name cut to at most this many cells.
+_SHORTER: tuple[tuple[str, Content | int | None], ...] = (
+    ("fallback", Content.styled("ChatML fallback", "$text-warning")),
+    ("merge", None),
+    ("tok/s", None),
+    ("model", 16),
+    ("device", None),
+    ("model", 2),
+)
+
+
+def _line(parts: dict[str, Content]) -> Content:
+    return Content(" ") + Content(" │ ").join(parts.values())
+
+
+def _fit(parts: dict[str, Content], width: int | None) -> Content:
+    """The parts on one line, shortened until the line fits in ``width`` cells (None: any)."""
+    line = _line(parts)
+    for name, shorter in _SHORTER:
+        if width is None or line.cell_length <= width:
+            break
+        if name not in parts:
+            continue
+        if shorter is None:
+            del parts[name]
+        elif isinstance(shorter, Content):
+            parts[name] = shorter
+        else:
+            part = parts[name]
+            keep = max(shorter, part.cell_length - (line.cell_length - width))
+            if keep < part.cell_length:
+                parts[name] = part[: keep - 1] + "…"
+        line = _line(parts)
+    return line
