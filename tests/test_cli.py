@@ -170,6 +170,7 @@ def test_app_mode_reports_missing_app_or_runs_it(
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main([]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mergechat: error: the app is not available yet")
@@ -188,6 +189,7 @@ def test_app_mode_hands_options_to_run_app(
         return 0
 
     monkeypatch.setattr(mergechat.ui.app, "run_app", fake_run_app)
+    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main([str(header_only_model), "--dtype", "fp16", "--seed", "5"]) == 0
     assert seen == [
         AppOptions(
@@ -319,6 +321,7 @@ def test_app_mode_opens_on_a_missing_path(tmp_path: Path, monkeypatch: pytest.Mo
 
     seen: list[AppOptions] = []
     monkeypatch.setattr(mergechat.ui.app, "run_app", lambda options: seen.append(options) or 0)
+    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
     missing = tmp_path / "gone" / "model"
     assert cli.main([str(missing)]) == 0
     assert [options.model_path for options in seen] == [missing]

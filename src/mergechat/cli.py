@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 from mergechat import __version__
+from mergechat.cli_checks import closed_stdout_error, require_terminal, text_argument
 from mergechat.core.api import GenerationSettings, LoadRequest
 from mergechat.core.dtypes import parse_dtype_choice
 from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError
-from mergechat.core.export import escape_control
+from mergechat.core.visible import escape_control, shown_path
 from mergechat.history_cli import build_history_parser, run_history
 
 if TYPE_CHECKING:
@@ -147,10 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(parser, default_device=None)
     parser.add_argument(
-        "--prompt", metavar="TEXT", help="one-shot: answer TEXT on stdout and exit (no app)"
+        "--prompt",
+        metavar="TEXT",
+        type=text_argument,
+        help="one-shot: answer TEXT on stdout and exit (no app)",
     )
     parser.add_argument(
         "--json", action="store_true", help="with --prompt: print one JSON object with stats"
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="with --prompt: write the reply's control characters (escape sequences) as they "
+        "are even to a terminal (by default a terminal shows them as \\uXXXX text)",
     )
     gen = parser.add_argument_group("generation (default: the model's generation_config.json)")
     gen.add_argument("--max-new-tokens", type=_max_new_tokens, metavar="N", help="default 512")
@@ -161,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--repetition-penalty", type=_repetition_penalty, metavar="R", help="> 1 avoids repeats"
     )
     gen.add_argument("--seed", type=_seed, metavar="N", help="random seed for sampling")
-    gen.add_argument("--system", dest="system_prompt", metavar="TEXT", help="system prompt")
+    gen.add_argument(
+        "--system", dest="system_prompt", metavar="TEXT", type=text_argument, help="system prompt"
+    )
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -257,12 +269,13 @@ def _check_path(path: Path | None, *, must_exist: bool) -> Path | None:
         path = path.expanduser()
     except RuntimeError:  # ~name of a user that does not exist
         raise ModelFolderError(
-            f"cannot expand ~ in the model path: {path}", "give the path without ~ or fix it"
+            f"cannot expand ~ in the model path: {shown_path(path)}",
+            "give the path without ~ or fix it",
         ) from None
     try:
         found = path.exists()
     except OSError as exc:  # a name too long, a loop of links...
-        raise ModelFolderError(f"unusable model path {path}: {exc.strerror}") from None
+        raise ModelFolderError(f"unusable model path {shown_path(path)}: {exc.strerror}") from None
     if found:
         return path.resolve()
     if must_exist:
@@ -274,8 +287,9 @@ def _check_path(path: Path | None, *, must_exist: bool) -> Path | None:
 
 # -- running --------------------------------------------------------------------------------------
 def _run_main(args: argparse.Namespace) -> int:
-    if args.json and args.prompt is None:
-        raise BadInputError("--json needs --prompt")
+    for flag in ("json", "raw"):
+        if getattr(args, flag) and args.prompt is None:
+            raise BadInputError(f"--{flag} needs --prompt")
     if args.prompt is None:
         return _run_app(args)
     if args.path is None and not args.demo:
@@ -299,6 +313,7 @@ def _run_main(args: argparse.Namespace) -> int:
             settings=generation_settings(args),
             json_output=args.json,
             record_history=not args.no_history and _history_enabled(),
+            raw=args.raw,
         )
     )
 
@@ -311,6 +326,7 @@ def _history_enabled() -> bool:
 
 
 def _run_app(args: argparse.Namespace) -> int:
+    require_terminal()
     if importlib.util.find_spec(_APP_MODULE) is None:
         raise MergechatError(
             "the app is not available yet in this version",
@@ -371,6 +387,8 @@ def version_text() -> str:
 def print_error(message: str, hint: str | None = None, *, err: TextIO | None = None) -> None:
     """Write ``mergechat: error: MESSAGE`` as one line, and the hint (if any) on a second line."""
     stream = err or sys.stderr
+    if stream is None:  # stderr closed (2>&-): the exit code is all that can be said
+        return
     # Paths and model text can hold escape sequences: show them, never let the terminal act.
     stream.write(f"mergechat: error: {escape_control(' '.join(message.split()))}\n")
     if hint:
@@ -415,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # Until parsing succeeds, a pre-scan decides whether errors show a traceback.
     debug = "--debug" in arguments
+    if closed := closed_stdout_error():
+        print_error(closed.message, closed.hint)
+        return closed.exit_code
     try:
         args, runner = parse(arguments)
         debug = args.debug

@@ -140,7 +140,7 @@ def printable(text: str, *, keep_lines: bool = True) -> str:
     """``text`` with control characters shown as ``\\uXXXX`` (newlines and tabs kept when
     ``keep_lines``): stored text (a reply, a model path) is shown on the terminal, never
     interpreted by it (an escape sequence could set the clipboard or the window title)."""
-    from mergechat.core.export import escape_control
+    from mergechat.core.visible import escape_control
 
     return escape_control(text, keep_lines=keep_lines)
 
@@ -174,7 +174,10 @@ def _export(conversation: Conversation, args: argparse.Namespace, stream: TextIO
         "json" if output and output.lower().endswith(".json") else "md"
     )
     if output == "-":
-        stream.write(render(conversation, fmt))
+        text = render(conversation, fmt)
+        # Raw bytes for a pipe or a file; on a terminal, escapes are shown, never acted on (in
+        # JSON a control character becomes a valid \uXXXX escape).
+        stream.write(printable(text) if stream.isatty() else text)
         return
     written = write_export(conversation, fmt, _new_file(conversation, fmt, output))
     stream.write(f"exported conversation {conversation.id} to {printable(str(written))}\n")

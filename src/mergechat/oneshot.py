@@ -33,6 +33,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.errors import BadInputError, DeviceUnavailableError, MergechatError
 from mergechat.core.streaming import ReplyStream
+from mergechat.core.visible import VisibleStream, escape_control
 from mergechat.oneshot_history import OneShotHistory
 from mergechat.termination import Terminated, signals_deferred, terminate_on_signals
 
@@ -67,6 +68,9 @@ class OneShotRequest:
     json_output: bool = False
     #: Save the prompt and the reply in the conversation history.
     record_history: bool = True
+    #: Write the reply's bytes as they are even to a terminal (control characters are shown as
+    #: ``\uXXXX`` on a terminal otherwise; a pipe or a file always gets them raw).
+    raw: bool = False
 
 
 def _default_engine(sink: EventSink) -> EngineClient:
@@ -106,7 +110,7 @@ def require_device(device: str) -> None:
 def warn(message: str, err: TextIO | None = None, *, level: str = "warning") -> None:
     """Write ``mergechat: warning: MESSAGE`` (one line) to stderr."""
     stream = err or sys.stderr
-    stream.write(f"mergechat: {level}: {' '.join(message.split())}\n")
+    stream.write(f"mergechat: {level}: {escape_control(' '.join(message.split()))}\n")
     stream.flush()
 
 
@@ -130,6 +134,8 @@ class _Session:
         self.state: ModelState | None = None
         self._progress_shown = False
         self._written = ""
+        # On a terminal, a reply's escape sequences (clipboard, title...) are shown, not run.
+        self._visible = None if request.raw or not _isatty(out) else VisibleStream()
 
     # -- events ---------------------------------------------------------------------------------
     def _next(self, timeout: float) -> EngineEvent | None:
@@ -147,7 +153,7 @@ class _Session:
         # Only on a terminal: a redrawn line would be noise in a log file.
         if not self.err.isatty():
             return
-        detail = f" {event.detail}" if event.detail else ""
+        detail = f" {escape_control(event.detail)}" if event.detail else ""
         self.err.write(f"\r\x1b[Kloading: {event.stage} {event.fraction:.0%}{detail}"[:200])
         self.err.flush()
         self._progress_shown = True
@@ -185,7 +191,7 @@ class _Session:
         # A SIGHUP between the write and the bookkeeping would save less than was shown.
         with signals_deferred():
             if text and not self.request.json_output:
-                self.out.write(text)
+                self.out.write(self._visible.feed(text) if self._visible else text)
                 self.out.flush()
             self._written += text
 
@@ -251,8 +257,13 @@ class _Session:
 
     def end_line(self) -> None:
         """End the streamed text with a newline if it has none (never in JSON mode)."""
-        if self._written and not self._written.endswith("\n") and not self.request.json_output:
-            self.out.write("\n")
+        if self.request.json_output:
+            return
+        held = self._visible.flush() if self._visible else ""
+        if self._written and not self._written.endswith("\n"):
+            held += "\n"
+        if held:
+            self.out.write(held)
             self.out.flush()
 
     def print_result(self, finished: ReplyFinished | None) -> None:
@@ -273,8 +284,17 @@ class _Session:
                 decode_tokens_per_s=round(stats.decode_tokens_per_s, 2),
                 total_s=round(stats.total_s, 4),
             )
-        self.out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        line = json.dumps(result, ensure_ascii=False)
+        # JSON escapes C0 controls itself; on a terminal the C1 ones become \uXXXX escapes too.
+        self.out.write((escape_control(line) if self._visible else line) + "\n")
         self.out.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):  # a closed or odd stream: not a terminal
+        return False
 
 
 def run_oneshot(

@@ -80,6 +80,18 @@ def translate(
     if isinstance(exc, MergechatError):
         return exc
     text = str(exc)
+    if _from_chat_template(exc):
+        return ModelFolderError(
+            f"the model's chat template failed: {_first_line(exc)}",
+            hint="fix chat_template.jinja (or chat_template in tokenizer_config.json), or remove "
+            "it to chat with mergechat's ChatML fallback",
+        )
+    if isinstance(exc, PermissionError):
+        where = f" {exc.filename}" if exc.filename else " a file of the model"
+        return ModelFolderError(
+            f"cannot read{where}: permission denied",
+            hint="give your user read access to the model's files (chmod -R u+r)",
+        )
 
     match = _NOT_IMPLEMENTED.search(text)
     if match:
@@ -256,6 +268,18 @@ def _is_gpu_oom(exc: BaseException, text: str) -> bool:
     # Checked by class name so this module never imports torch.
     names = {cls.__name__ for cls in type(exc).__mro__}
     return "OutOfMemoryError" in names or any(m in text for m in _GPU_OOM_MARKERS)
+
+
+def _from_chat_template(exc: BaseException) -> bool:
+    """True for an error raised by Jinja or inside a compiled template (the chat template)."""
+    if type(exc).__module__.startswith("jinja2"):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

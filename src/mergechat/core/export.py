@@ -16,6 +16,7 @@ from mergechat.core.api import GenerationSettings
 from mergechat.core.errors import MergechatError
 from mergechat.core.history_schema import LATEST_VERSION
 from mergechat.core.history_types import Conversation, StoredMessage
+from mergechat.core.visible import escape_control
 
 ExportFormat = Literal["md", "json"]
 EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = ("md", "json")
@@ -23,8 +24,6 @@ JSON_FORMAT_NAME: Final = "mergechat.conversation"
 JSON_FORMAT_VERSION: Final = 1
 
 _FENCE: Final = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_LINES: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ROLE_HEADINGS: Final = {"user": "You", "assistant": "Assistant", "system": "System"}
 _ENDINGS: Final = {
     "stopped": "stopped by the user",
@@ -43,13 +42,6 @@ def _iso(ts: float) -> str:
 
 def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def escape_control(text: str, *, keep_lines: bool = False) -> str:
-    """``text`` with control characters written as ``\\uXXXX`` (newlines and tabs kept when
-    ``keep_lines``): stored text is shown as data, never acted on by a terminal or renderer."""
-    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
-    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def inline_code(text: str) -> str:

@@ -17,10 +17,12 @@ from mergechat.core.model_info import (
     WeightsFormat,
     architecture_problem,
     embedding_rows,
+    json_problem,
     pickle_problem,
     tokenizer_size_problem,
 )
 from mergechat.core.safetensors_header import SafetensorsHeader, read_header, summarize
+from mergechat.core.visible import shown_path
 
 _ST_INDEX, _ST_SINGLE = "model.safetensors.index.json", "model.safetensors"
 _BIN_INDEX, _BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
@@ -67,7 +69,7 @@ def require_usable(info: ModelInfo) -> None:
 def missing_path_error(given: Path) -> ModelFolderError:
     """The one error for a model path that does not exist (the CLI and the app say the same)."""
     return ModelFolderError(
-        f"model path does not exist: {given}",
+        f"model path does not exist: {shown_path(given)}",
         hint="give a local model folder or .gguf file; mergechat never downloads from a hub",
     )
 
@@ -87,9 +89,9 @@ def _inspect(path: str | Path) -> ModelInfo:
     try:
         names = {entry.name for entry in target.iterdir()}
     except OSError as exc:
-        raise ModelFolderError(f"cannot read {target}: {exc.strerror or exc}") from exc
+        raise ModelFolderError(f"cannot read {shown_path(target)}: {exc.strerror or exc}") from exc
     if not names:
-        raise ModelFolderError(f"model folder is empty: {target}")
+        raise ModelFolderError(f"model folder is empty: {shown_path(target)}")
     ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
     weights = _find_weights(target, names)
     if weights is None and ggufs:
@@ -180,7 +182,7 @@ def _from_folder(
     rows, rows_source = vocab_size, "config.json vocab_size"
     if rows is None:
         rows, rows_source = embedding_rows(headers)
-    size_problem = tokenizer_size_problem(folder / "tokenizer.json", rows, rows_source, warnings)
+    size_problem = tokenizer_size_problem(folder / "tokenizer.json", rows, rows_source)
     if size_problem is not None:
         warnings.append(size_problem.message)  # also a warning: doctor lists it with the rest
         problems.append(size_problem)
@@ -284,11 +286,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFolderError(f"cannot read {path}: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ModelFolderError(f"cannot read {shown_path(path)}: {reason}") from exc
     except json.JSONDecodeError as exc:
-        raise ModelFolderError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from exc
+        problem = json_problem(exc)
+        raise ModelFolderError(f"{shown_path(path)} is not valid JSON: {problem}") from exc
     if not isinstance(data, dict):
         raise ModelFolderError(f"{path} is not valid: expected a JSON object")
     return data

@@ -109,16 +109,22 @@ class ModelInfo:
 
 
 # -- checks that find problems (no weights loaded) -------------------------------------------------
-def tokenizer_size_problem(
-    path: Path, rows: int | None, rows_source: str, warnings: list[str]
-) -> ModelProblem | None:
-    """The problem when tokenizer.json has ids past the embedding matrix (an index error)."""
-    if rows is None or not path.is_file():
+def tokenizer_size_problem(path: Path, rows: int | None, rows_source: str) -> ModelProblem | None:
+    """The problem when tokenizer.json cannot be read (named, with why) or has ids past the
+    embedding matrix (an index error)."""
+    if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        warnings.append(f"{path.name} cannot be read as JSON ({exc}); the tokenizer may not load")
+    except OSError as exc:  # a permission error is not "no usable tokenizer"
+        return ModelProblem(f"cannot read the tokenizer file {path}: {exc.strerror or exc}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = json_problem(exc) if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return ModelProblem(
+            f"the tokenizer file {path} is not valid JSON: {problem}",
+            hint="copy tokenizer.json from the base model again (the copy is damaged)",
+        )
+    if rows is None:
         return None
     ids: set[int] = set()
     model = data.get("model") if isinstance(data, dict) else None
@@ -139,6 +145,13 @@ def tokenizer_size_problem(
         hint="use the tokenizer the weights were made with (mergekit: tokenizer_source), or "
         "resize the embeddings to the tokenizer",
     )
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with a JSON file, where: ``the file is empty`` for 0 bytes."""
+    if not exc.doc.strip():
+        return "the file is empty"
+    return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
 
 
 def embedding_rows(headers: list[SafetensorsHeader]) -> tuple[int | None, str]:

@@ -15,6 +15,7 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from mergechat.core.api import ChatMessage
+from mergechat.core.visible import escape_control
 
 _OPEN_FENCE: Final = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _CLOSE_FENCE: Final = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
@@ -101,7 +102,7 @@ def message_targets(messages: Sequence[ChatMessage], preview: int = 50) -> list[
     names = {"user": "You", "assistant": "Assistant", "system": "System"}
     targets = []
     for message in reversed(messages):
-        text = " ".join(message.content.split())
+        text = escape_control(" ".join(message.content.split()))
         if text:
             short = text if len(text) <= preview else text[: preview - 1] + "…"
             targets.append(CopyTarget(f"{names[message.role]}: {short}", message.content))

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
 from mergechat.core.history import ConversationSummary, HistoryStore, HistoryUnavailable
+from mergechat.core.visible import escape_control
 from mergechat.ui.screens.confirm import ConfirmScreen
 
 _COLUMNS = ("Title", "Model", "Updated", "Msgs")
@@ -29,7 +30,7 @@ class OpenConversation:
 def confirm_delete(summary: ConversationSummary) -> ConfirmScreen:
     """The yes/no question before deleting ``summary``'s conversation (y deletes, n keeps)."""
     return ConfirmScreen(
-        f"Delete “{summary.title}”?",
+        f"Delete “{escape_control(summary.title)}”?",
         [f"Its {summary.message_count} messages are removed from the history for good."],
         yes="Delete",
     )
@@ -97,8 +98,8 @@ class ConversationsScreen(Screen[OpenConversation | None]):
         for summary in self.summaries:
             marker = "● " if summary.id == self.current_id else ""
             table.add_row(
-                marker + summary.title,
-                Path(summary.model_path).name or "-",
+                escape_control(marker + summary.title),  # stored text: shown, never run
+                escape_control(Path(summary.model_path).name or "-"),
                 datetime.fromtimestamp(summary.updated).strftime("%Y-%m-%d %H:%M"),
                 str(summary.message_count),
                 key=str(summary.id),

@@ -11,8 +11,8 @@ from mergechat.core.api import CapabilitiesReady, ModelState
 from mergechat.core.capabilities import ProbeResult, Recommendation
 from mergechat.core.config import Config
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
-from mergechat.core.export import escape_control
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.visible import escape_control
 
 #: Verdicts that make a choice impossible to apply.
 BLOCKING = ("unsupported", "does not fit")

@@ -13,6 +13,7 @@ from textual.widgets import Static
 
 from mergechat.core.api import FinishReason, ReplyStats
 from mergechat.core.streaming import ReplyStream
+from mergechat.core.visible import escape_control
 from mergechat.ui.widgets.reply_body import ReplyBody
 
 #: Seconds between drains of the token stream. Each render holds the GIL the engine thread needs
@@ -61,7 +62,8 @@ class AssistantMessage(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ReplyBody(self._initial_text, classes="reply-body")
-        yield Static(self._initial_footer, classes="reply-footer", markup=False)
+        footer = escape_control(self._initial_footer)
+        yield Static(footer, classes="reply-footer", markup=False)
 
     @property
     def body(self) -> ReplyBody:
@@ -70,7 +72,7 @@ class AssistantMessage(Vertical):
 
     @property
     def footer_text(self) -> str:
-        """The footer line as shown."""
+        """The footer line as shown (control characters escaped)."""
         return str(self.query_one(".reply-footer", Static).content)
 
     @property
@@ -79,8 +81,8 @@ class AssistantMessage(Vertical):
         return self._stream is not None
 
     def set_footer(self, text: str) -> None:
-        """Replace the footer line."""
-        self.query_one(".reply-footer", Static).update(text)
+        """Replace the footer line (an error message may quote model text: escaped)."""
+        self.query_one(".reply-footer", Static).update(escape_control(text))
 
     def begin(self, stream: ReplyStream) -> None:
         """Start draining ``stream`` every `PUMP_INTERVAL`; text is appended to what is shown."""

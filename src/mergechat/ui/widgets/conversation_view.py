@@ -6,15 +6,18 @@ from textual.app import RenderResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from mergechat.core.visible import escape_control
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.empty_hint import bound_keys, hint_text
 
 
 class UserMessage(Static):
-    """A user turn, shown as typed (no markup)."""
+    """A user turn, shown as typed (no markup; control characters shown as ``\\uXXXX``)."""
 
     def __init__(self, text: str) -> None:
-        super().__init__(text, classes="user-message", markup=False)
+        super().__init__(
+            escape_control(text, keep_lines=True), classes="user-message", markup=False
+        )
         self.text = text
 
 

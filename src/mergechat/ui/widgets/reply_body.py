@@ -19,6 +19,8 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
+from mergechat.core.visible import escape_control
+
 #: A streaming tail longer than this is split at its last settled block boundary.
 CHUNK_CHARS = 600
 #: Texts longer than this are re-rendered off the UI thread (when older lines can stand in).
@@ -43,7 +45,11 @@ def settled_length(text: str) -> int:
 
 
 def render_markdown(source: str, width: int, dark: bool) -> list[Strip]:
-    """Rich's rendering of ``source`` at ``width`` cells (safe to call on any thread)."""
+    """Rich's rendering of ``source`` at ``width`` cells (safe to call on any thread).
+
+    Control characters are shown as ``\\uXXXX``: Rich passes ESC through, and a reply's
+    escape sequence would reach the terminal (clipboard, window title, clear screen).
+    """
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -55,7 +61,11 @@ def render_markdown(source: str, width: int, dark: bool) -> list[Strip]:
         highlight=False,
         emoji=False,
     )
-    markdown = Markdown(source, code_theme="ansi_dark" if dark else "ansi_light", hyperlinks=False)
+    markdown = Markdown(
+        escape_control(source, keep_lines=True),
+        code_theme="ansi_dark" if dark else "ansi_light",
+        hyperlinks=False,
+    )
     lines = console.render_lines(markdown, console.options.update_width(width), pad=True)
     return [Strip(line, width) for line in lines]
 
