@@ -219,6 +219,24 @@ def test_a_permission_error_is_not_reported_as_a_missing_tokenizer() -> None:
     assert error.message == "cannot read /m/tokenizer.json: permission denied"
 
 
+def test_an_unreadable_tokenizer_json_is_named_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root a chmod 000 file is still readable, so the denial is simulated."""
+    from mergechat.core.model_info import tokenizer_size_problem
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text("{}")
+
+    def denied(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    problem = tokenizer_size_problem(path, 384, "config.json vocab_size")
+    assert problem is not None
+    assert problem.message == f"cannot read the tokenizer file {path}: Permission denied"
+
+
 def test_a_broken_chat_template_says_it_is_the_chat_template(
     escape_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
