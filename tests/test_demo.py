@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -89,8 +90,16 @@ def test_builds_the_folder_once_then_reuses_it(
 
     assert demo.ensure_demo_model(lines.append) == target
 
-    assert [line.split()[0] for line in lines] == ["using", "extracting", "converting", "saved"]
-    assert str(wheel) in lines[0] and str(target) in lines[-1]
+    steps = list(dict.fromkeys(line.split()[0].rstrip(":") for line in lines))
+    assert steps == ["using", "extracting", "converting", "saved", "sampling"]
+    assert str(wheel) in lines[0] and str(target) in lines[-2]
+    # The conversion's own steps, each with the time spent so far; no estimate to get wrong.
+    converting = [line for line in lines if line.startswith("converting: ")]
+    assert any("dequantising the weights" in line for line in converting)
+    assert all(re.search(r"\(\d+ s so far\)$", line) for line in converting)
+    assert "about 30 s" not in " ".join(lines)
+    sampling = json.loads((target / "generation_config.json").read_text())
+    assert {k: sampling[k] for k in demo.DEMO_SAMPLING} == demo.DEMO_SAMPLING
     names = {p.name for p in target.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
     assert demo.MARKER in names and not any(n.endswith(".gguf") for n in names)
@@ -108,7 +117,7 @@ def test_builds_the_folder_once_then_reuses_it(
     start = time.perf_counter()
     assert demo.ensure_demo_model(again.append) == target
     assert time.perf_counter() - start < 0.2
-    assert again == []
+    assert again == [demo.SAMPLING_LINE]  # the demo's sampling is said at every start
 
 
 def test_a_changed_marker_means_rebuild(fake_wheel: tuple[Path, str], own_cache: Path) -> None:
@@ -124,6 +133,25 @@ def test_a_changed_marker_means_rebuild(fake_wheel: tuple[Path, str], own_cache:
     assert not demo.is_complete(target)  # another GGUF than the pinned one
     (target / "model.safetensors").unlink()
     assert not demo.is_complete(target, sha256=sha256)
+
+
+def test_a_folder_converted_earlier_gets_the_demo_sampling(
+    own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo_fetch, "GGUF_SHA256", "0" * 64)
+    target = own_cache / "demo" / demo.DEMO_NAME
+    target.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (target / name).write_text("x")
+    content = {"format": demo.MARKER_FORMAT, "source": demo_fetch.requirement(),
+               "member": demo_fetch.GGUF_MEMBER, "gguf_sha256": "0" * 64}  # fmt: skip
+    (target / demo.MARKER).write_text(json.dumps(content))
+    (target / "generation_config.json").write_text('{"eos_token_id": 2, "temperature": 1.0}')
+    lines: list[str] = []
+    assert demo.ensure_demo_model(lines.append) == target
+    assert lines == [demo.SAMPLING_LINE] and "repetition_penalty 1.1" in lines[0]
+    saved = json.loads((target / "generation_config.json").read_text())
+    assert saved == {"eos_token_id": 2, **demo.DEMO_SAMPLING}
 
 
 def test_wheel_without_the_gguf_file(tmp_path: Path) -> None:
@@ -239,10 +267,11 @@ def test_demo_answers_paris(demo_run: DemoRun) -> None:
     assert "Paris" in proc.stdout
     assert "Traceback" not in proc.stderr
     demo_lines = [x for x in proc.stderr.splitlines() if x.startswith("mergechat: demo: ")]
-    assert [x.split()[2] for x in demo_lines] == ["fetching", "extracting", "converting", "saved"]
+    steps = list(dict.fromkeys(x.split()[2].rstrip(":") for x in demo_lines))
+    assert steps == ["fetching", "extracting", "converting", "saved", "sampling"]
     assert "--no-deps" in demo_lines[0] and "nothing is installed" in demo_lines[0]
     target = demo_run.cache / "demo" / demo.DEMO_NAME
-    assert demo_lines[-1].startswith(f"mergechat: demo: saved to {target} ")
+    assert demo_lines[-2].startswith(f"mergechat: demo: saved to {target} ")
     assert demo.is_complete(target)
 
 
@@ -264,7 +293,7 @@ def test_demo_cache_is_reused_without_pip(
     seconds = time.perf_counter() - start
     print(f"\ncached ensure_demo_model(): {seconds * 1000:.1f} ms")
     assert folder == demo_run.cache / "demo" / demo.DEMO_NAME
-    assert lines == [] and seconds < 0.2
+    assert lines == [demo.SAMPLING_LINE] and seconds < 0.2  # no fetch, just the sampling line
 
 
 @pytest.fixture(scope="session")

@@ -204,3 +204,27 @@ def test_doctor_warns_about_files_other_users_can_read(
     out = " ".join(capsys.readouterr().out.split())  # long rows wrap
     assert f"Warning {config} can be read by other users (mode 644); chmod 600 it" in out
     assert config.stat().st_mode & 0o777 == 0o644  # reported, never changed behind the user's back
+
+
+def test_doctor_lists_every_config_problem_with_keymap_clashes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mergechat.core import locations
+
+    config = locations.config_file()
+    config.parent.mkdir(parents=True, exist_ok=True)
+    bad = "\n".join(f"k{i} = {i}" for i in range(6))  # more than the app's notices show
+    config.write_text(bad + '\n[keymap]\nsend = "ctrl+r"\n')
+    assert cli.main(["doctor"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # long rows wrap
+    assert f"Settings Config file {config} Config problems {config}:1: unknown key 'k0'" in out
+    assert all(f"unknown key 'k{i}'; ignored" in out for i in range(6))
+    assert "keymap: ctrl+r is given to both 'send' (Send) and 'regenerate' (Regenerate)" in out
+    assert cli.main(["doctor", "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["config_problems"]
+    assert len(problems) == 7 and problems[-1].startswith("keymap: ctrl+r is given to both")
+
+
+def test_doctor_says_when_the_config_has_no_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor"]) == 0
+    assert "  Config problems    none" in capsys.readouterr().out

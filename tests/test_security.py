@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -573,9 +574,9 @@ def test_wider_existing_files_are_never_widened(tmp_path: Path, permissive_umask
     os.chmod(path, 0o644)
     config, problems = load_config()
     assert problems == [] and _mode(path) == 0o644  # reading changes nothing
-    save_config(config)
+    save_config(replace(config, theme="mergechat-contrast"))  # a save writes only a change
     assert _mode(path) == 0o600 and _mode(config_dir) == 0o755
-    assert load_config()[0].theme == "mergechat-light"
+    assert load_config()[0].theme == "mergechat-contrast"
 
     data = locations.data_dir()
     data.mkdir(parents=True)

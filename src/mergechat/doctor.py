@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from mergechat import __version__
+from mergechat import __version__, doctor_config
 from mergechat.core import locations, model_defaults
 from mergechat.core.capabilities import Assessment, Capabilities, ChoiceVerdict, DeviceInfo
 from mergechat.core.dtypes import DType
@@ -60,6 +60,8 @@ class DoctorReport:
     fidelity: tuple[FidelityRow, ...] | None = None
     #: ``--fidelity``'s float16 verdict; None when not asked or nothing could be measured.
     fidelity_verdict: Float16Safety | None = None
+    #: Every problem in config.toml (keymap clashes included), each one line.
+    config_problems: tuple[str, ...] = ()
 
 
 def _package_version(name: str) -> str | None:
@@ -104,6 +106,7 @@ def gather(request: DoctorRequest) -> DoctorReport:
         exposed=tuple(locations.exposed_files()),
         fidelity=rows,
         fidelity_verdict=verdict,
+        config_problems=tuple(doctor_config.config_problems()),
     )
 
 
@@ -290,6 +293,7 @@ def format_text(report: DoctorReport) -> str:
     """The tidy, aligned text report."""
     head = f"mergechat {report.mergechat_version} doctor"
     sections = [[head], _machine(report), _probes(report.capabilities)]
+    sections.append(doctor_config.lines(report.config_problems, _row))
     if report.model is not None:
         sections.append(_model(report.model))
     if report.assessment is not None:

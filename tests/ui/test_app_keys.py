@@ -11,6 +11,7 @@ from fake_engine import Script
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
+from mergechat.core import locations, recent_models
 from mergechat.core.config import load_config
 from mergechat.ui.commands import palette_commands
 from mergechat.ui.options import AppOptions
@@ -136,7 +137,8 @@ async def test_no_path_opens_settings_and_apply_loads_the_model() -> None:
 
 
 async def test_command_line_flags_set_the_load_and_generation_values() -> None:
-    write_config('[model]\ndevice = "cpu"\ndtype = "float16"\n[generation]\ntemperature = 0.7\n')
+    config_text = '[model]\ndevice = "cpu"\ndtype = "float16"\n[generation]\ntemperature = 0.7\n'
+    write_config(config_text)
     options = AppOptions(
         model_path=MODEL_PATH, dtype="bf16", generation_overrides={"max_new_tokens": 7}
     )
@@ -150,11 +152,23 @@ async def test_command_line_flags_set_the_load_and_generation_values() -> None:
         await finished(fake, pilot, 1)
         settings = fake.engine.generations[0][1]
         assert (settings.max_new_tokens, settings.temperature) == (7, 0.7)
-    # Flags are for this run: the file keeps its values, plus the model in the recent list.
-    saved, problems = load_config()
-    assert problems == []
-    assert (saved.model.dtype, saved.generation.max_new_tokens) == ("float16", 512)
-    assert saved.recent_models == [str(MODEL_PATH)]
+    # Flags are for this run, and a load never rewrites the config file: the recent models are
+    # in the state file.
+    assert locations.config_file().read_text(encoding="utf-8") == config_text
+    assert recent_models.load_recent([]) == [str(MODEL_PATH)]
+
+
+async def test_a_config_with_a_syntax_error_is_never_replaced() -> None:
+    broken = '# mine\n[generation]\ntemperature = 0.7\nsystem_prompt = "unclosed\n'
+    path = write_config(broken)
+    fake = FakeApp(Script(), options=AppOptions(model_path=MODEL_PATH))
+    async with fake.app.run_test(size=SIZE) as pilot:
+        await ready(fake, pilot)
+        assert any("invalid TOML" in n.message for n in fake.app._notifications)
+        fake.app.theme = "mergechat-light"  # a choice the app would save
+        await pilot.pause()
+        assert any("was not changed" in n.message for n in fake.app._notifications)
+    assert path.read_text(encoding="utf-8") == broken
 
 
 async def test_theme_choice_is_saved_and_a_bad_theme_name_falls_back() -> None:

@@ -71,6 +71,11 @@ def exposed_files() -> list[str]:
     return found
 
 
+def state_file() -> Path:
+    """Machine state mergechat keeps between runs (the recent models): never the user's config."""
+    return data_dir() / "state.json"
+
+
 def history_file() -> Path:
     """The conversation history database: ``<data dir>/history.sqlite3``."""
     return data_dir() / "history.sqlite3"

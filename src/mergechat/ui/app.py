@@ -23,18 +23,18 @@ from textual.binding import BindingType
 from textual.screen import Screen
 from textual.theme import Theme
 
+from mergechat.core import recent_models
 from mergechat.core.api import (
     CapabilitiesReady,
     EngineEvent,
     LoadRequest,
     ModelState,
 )
-from mergechat.core.config import load_config, remember_model, save_config
+from mergechat.core.config import Config, load_config, save_config
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
-from mergechat.core.visible import escape_control
 from mergechat.ui.app_history import AppHistory
-from mergechat.ui.bindings import APP_BINDINGS, help_rows, unknown_keymap_ids
+from mergechat.ui.bindings import APP_BINDINGS, help_rows, keymap_problems, prompt_placeholder
 from mergechat.ui.commands import MergechatCommands
 from mergechat.ui.engine_events import EngineEventRouter
 from mergechat.ui.engine_proxy import DeferredEngine
@@ -50,6 +50,9 @@ from mergechat.ui.widgets.status_bar import StatusInfo
 if TYPE_CHECKING:
     from mergechat.ui.screens.conversations import ConversationsScreen
     from mergechat.ui.screens.settings import SettingsResult
+
+#: Settings problems shown as notices at start-up; past this, one notice points to F1.
+_NOTICES = 4
 
 
 class MergechatApp(App[int]):
@@ -74,8 +77,11 @@ class MergechatApp(App[int]):
         self._config_path = config_path
         #: What the config file holds (saved back); `config` adds the command line's values.
         self.file_config, problems = load_config(config_path)
+        recent = recent_models.load_recent(self.file_config.recent_models)
+        self.file_config = replace(self.file_config, recent_models=recent)
         self.config, option_problems = effective_config(self.file_config, self.options)
-        self._problems = [*problems, *option_problems]
+        #: Every settings problem found (notices show the first few; F1 lists them all).
+        self.settings_problems = [*problems, *option_problems]
         self.engine = DeferredEngine()
         self.model_state: ModelState | None = None
         #: The load sent last, and the one that loaded the model in `model_state`.
@@ -92,30 +98,37 @@ class MergechatApp(App[int]):
         self.chat = ChatScreen(
             self.engine, lambda: self.config.generation, first, history=self.history
         )
+        self.chat.prompt_placeholder = prompt_placeholder(self.config.keymap)
         self._startup_theme = ""
         self.events = EngineEventRouter(self)
-
-    def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:
-        """Every notice shows its text as text: a path or a model's error cannot drive the
-        terminal (control characters escaped)."""
-        message, title = escape_control(message, keep_lines=True), escape_control(title)
-        super().notify(message, title=title, **kwargs)
 
     def get_default_screen(self) -> Screen[Any]:
         return self.chat
 
     # -- start-up ---------------------------------------------------------------------------------
     def on_mount(self) -> None:
-        problems = list(self._problems)
-        problems += register_themes(self)
+        problems = register_themes(self)
         theme, problem = resolve_theme_name(self.available_themes, self.config.theme)
         problems += [problem] if problem else []
         self._startup_theme = theme
         self.theme = theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self.set_keymap(self.config.keymap)
-        for text in problems:
+        self.settings_problems += problems
+        self._show_problems(self.settings_problems)
+
+    def _show_problems(self, problems: list[str]) -> None:
+        # A few notices, then one pointing to F1: a screen full of toasts hides the chat.
+        shown = problems if len(problems) <= _NOTICES else problems[: _NOTICES - 1]
+        for text in shown:
             self.notify(text, title="Settings", severity="warning", timeout=10, markup=False)
+        if len(shown) < len(problems):
+            self.notify(
+                f"{len(problems) - len(shown)} more settings problems: F1 lists them all",
+                title="Settings",
+                severity="warning",
+                timeout=15,
+            )
 
     def on_ready(self) -> None:
         # The first frame is on screen, but Textual's footer fills in on the next one: start the
@@ -142,14 +155,9 @@ class MergechatApp(App[int]):
             self.action_settings()
 
     def _check_keymap(self) -> None:
-        for binding_id in unknown_keymap_ids(self.config.keymap):
-            self.notify(
-                f"keymap: no key binding has the id {binding_id!r}; ignored",
-                title="Settings",
-                severity="warning",
-                timeout=10,
-                markup=False,
-            )
+        problems = keymap_problems(self.config.keymap)
+        self.settings_problems += problems
+        self._show_problems(problems)
 
     @work(thread=True, exclusive=True, group="engine-start", exit_on_error=False)
     def _build_engine(self) -> None:
@@ -212,10 +220,11 @@ class MergechatApp(App[int]):
         return True
 
     def remember_loaded_model(self, state: ModelState) -> None:
-        """Put the model that just loaded first in the recent list and save the config."""
-        self.file_config = remember_model(self.file_config, state.path)
-        self.config = replace(self.config, recent_models=self.file_config.recent_models)
-        self._save_config()
+        """Put the model that just loaded first in the recent list (the state file, not the
+        config: a load never rewrites the user's file)."""
+        recent = recent_models.remember(self.file_config.recent_models, state.path)
+        self.file_config = replace(self.file_config, recent_models=recent)
+        self.config = replace(self.config, recent_models=recent)
 
     # -- actions ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -234,7 +243,7 @@ class MergechatApp(App[int]):
         """Show every key (with the user's keymap applied)."""
         from mergechat.ui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(help_rows(self.config.keymap)))
+        self.push_screen(HelpScreen(help_rows(self.config.keymap), self.settings_problems))
 
     def action_settings(self) -> None:
         """Open the settings screen; applying it reloads or switches as needed."""
@@ -301,13 +310,15 @@ class MergechatApp(App[int]):
         startup, self._startup_theme = self._startup_theme, ""
         if theme.name in (self.file_config.theme, startup):
             return
+        previous = self.file_config
         self.config = replace(self.config, theme=theme.name)
         self.file_config = replace(self.file_config, theme=theme.name)
-        self._save_config()
+        self._save_config(previous)
 
-    def _save_config(self) -> None:
+    def _save_config(self, previous: Config) -> None:
+        # Only what changed since ``previous`` is written; the rest of the file stays the user's.
         try:
-            save_config(self.file_config, self._config_path)
+            save_config(self.file_config, self._config_path, previous=previous)
         except MergechatError as error:
             self.notify(str(error), title="Settings not saved", severity="error", markup=False)
 

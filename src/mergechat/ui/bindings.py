@@ -91,12 +91,64 @@ def _keys(binding: Binding, keymap: Mapping[str, str]) -> str:
     return ", ".join(k.strip() for k in keys.split(","))
 
 
+def _conflicts(keymap: Mapping[str, str]) -> list[tuple[str, list[Binding]]]:
+    """(key, bindings) for each key the keymap gives to two actions that are active together.
+
+    The chat screen's prompt, screen and app keys are active together; each dialog's own keys
+    too. Only clashes the keymap made are reported (the defaults' overlaps are deliberate).
+    """
+    scopes: dict[str, list[Binding]] = {"": main_bindings()}
+    for owner, binding in dialog_bindings():
+        scopes.setdefault(owner, []).append(binding)
+    found: list[tuple[str, list[Binding]]] = []
+    for bindings in scopes.values():
+        by_key: dict[str, list[Binding]] = {}
+        for binding in bindings:
+            for key in _keys(binding, keymap).split(", "):
+                holders = by_key.setdefault(key.lower(), [])
+                if all(b.id != binding.id for b in holders):
+                    holders.append(binding)
+        found += [
+            (key, holders)
+            for key, holders in by_key.items()
+            if len(holders) > 1 and any(b.id in keymap for b in holders)
+        ]
+    return found
+
+
+def keymap_problems(keymap: Mapping[str, str]) -> list[str]:
+    """One line per keymap entry that names no binding and per key given to two actions.
+
+    Imports every screen module (call it after the first frame, or outside the app).
+    """
+    unknown = unknown_keymap_ids(keymap)
+    lines = [f"keymap: no key binding has the id {i!r}; ignored" for i in unknown]
+    for key, holders in _conflicts(keymap):
+        named = " and ".join(f"{b.id!r} ({b.description})" for b in holders)
+        lines.append(
+            f"keymap: {key} is given to both {named}: only one of them gets it; "
+            "change one of them in [keymap]"
+        )
+    return lines
+
+
+def prompt_placeholder(keymap: Mapping[str, str]) -> str:
+    """The prompt's hint, naming the send and newline keys the keymap gives them."""
+    send = keymap.get("send", "enter").split(",")[0].strip()
+    newline = keymap.get("newline", "ctrl+j").split(",")[0].strip()
+    send = "Enter" if send.lower() == "enter" else send
+    return f"Message ({send} sends, {newline} newline)"
+
+
 def help_rows(keymap: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(keys, description) for the help screen, with the user's keymap applied."""
-    rows = [(_keys(b, keymap), b.description) for b in main_bindings()]
-    rows += [
-        (_keys(b, keymap), f"{owner}: {b.description}")
-        for owner, b in dialog_bindings()
-        if b.description
-    ]
+    """(keys, description) for the help screen, with the user's keymap applied; a key given to
+    two actions says so beside each."""
+    clash = {id(b) for _, holders in _conflicts(keymap) for b in holders}
+
+    def row(binding: Binding, description: str) -> tuple[str, str]:
+        mark = " (key conflict: see Problems)" if id(binding) in clash else ""
+        return _keys(binding, keymap), description + mark
+
+    rows = [row(b, b.description) for b in main_bindings()]
+    rows += [row(b, f"{owner}: {b.description}") for owner, b in dialog_bindings() if b.description]
     return rows

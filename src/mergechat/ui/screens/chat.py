@@ -70,11 +70,13 @@ class ChatScreen(Screen[None]):
         #: Events of the reply in flight that arrived while its widgets were still mounting.
         self._early: list[ReplyStarted | ReplyFinished | ReplyFailed] | None = None
         self._prompt_tokens = 0
+        #: The prompt's hint; the app puts the keymap's send key in it.
+        self.prompt_placeholder = "Message (Enter sends, ctrl+j newline)"
 
     def compose(self) -> ComposeResult:
         yield ConversationView(id="conversation")
         yield LoadProgress(id="load-progress")
-        yield PromptInput(id="prompt", placeholder="Message (Enter sends, ctrl+j newline)")
+        yield PromptInput(id="prompt", placeholder=self.prompt_placeholder)
         yield StatusBar(self._initial_status, id="status")
         yield KeyFooter()
 

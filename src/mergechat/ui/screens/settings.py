@@ -382,7 +382,7 @@ class SettingsScreen(Screen[SettingsResult | None]):
         rec = assessment.recommendation if assessment else None
         reload, switch = logic.decide_reload(self._config, new, self._state, rec)
         try:
-            save_config(new, self._config_path)
+            save_config(new, self._config_path, previous=self._config)
         except MergechatError as exc:
             self.notify(f"{exc}; applied for this session only", severity="error", markup=False)
         self._close(SettingsResult(new, reload=reload, switch_dtype=switch))
