@@ -33,6 +33,7 @@ from mergechat.core.api import (
 from mergechat.core.config import Config, load_config, save_config
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.core.visible import escape_control
 from mergechat.ui.app_history import AppHistory
 from mergechat.ui.bindings import APP_BINDINGS, help_rows, keymap_problems, prompt_placeholder
 from mergechat.ui.commands import MergechatCommands
@@ -101,6 +102,12 @@ class MergechatApp(App[int]):
         self.chat.prompt_placeholder = prompt_placeholder(self.config.keymap)
         self._startup_theme = ""
         self.events = EngineEventRouter(self)
+
+    def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:
+        """Every notice shows its text as text: a path or a model's error cannot drive the
+        terminal (control characters escaped)."""
+        message, title = escape_control(message, keep_lines=True), escape_control(title)
+        super().notify(message, title=title, **kwargs)
 
     def get_default_screen(self) -> Screen[Any]:
         return self.chat
