@@ -202,6 +202,7 @@ def test_demo_opens_the_app_on_the_demo_folder(
 
     monkeypatch.setattr(demo, "ensure_demo_model", fake_ensure)
     monkeypatch.setattr(mergechat.ui.app, "run_app", fake_run_app)
+    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main(["--demo", "--temperature", "0"]) == 0
     assert seen == [AppOptions(model_path=tmp_path, generation_overrides={"temperature": 0.0})]
     assert capsys.readouterr().err == "mergechat: demo: saved to somewhere\n"

@@ -26,10 +26,10 @@ from mergechat.cli import main
 from mergechat.core import locations
 from mergechat.core.api import EngineEvent, LoadFailed, LoadRequest, ModelLoaded
 from mergechat.core.config import Config, load_config, save_config
-from mergechat.core.export import escape_control
 from mergechat.core.history import HistoryStore
 from mergechat.core.history_types import normalize_model_path
 from mergechat.core.toml_text import toml_string
+from mergechat.core.visible import escape_control
 from mergechat.ui.options import AppOptions
 from mergechat.ui.start_config import effective_config, load_request
 

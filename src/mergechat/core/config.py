@@ -18,6 +18,7 @@ from mergechat.core.config_rules import check_generation_value as check_generati
 from mergechat.core.config_rules import parse_generation_field as parse_generation_field
 from mergechat.core.recent_models import MAX_RECENT_MODELS
 from mergechat.core.recent_models import model_key as _model_key
+from mergechat.core.visible import escape_control
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,6 @@ DEFAULT_THEME = "mergechat-dark"
 MAX_PROBLEMS = 100
 _TABLES = ("model", "generation", "ui", "keymap", "history")
 _BINDING_ID_MAX = 64
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -264,7 +264,7 @@ def _line_index(lines: list[str]) -> dict[str, int]:
 
 def _one_line(text: str) -> str:
     """``text`` with control characters (newlines, escapes) shown as ``\\uXXXX``."""
-    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return escape_control(text)
 
 
 def remember_model(config: Config, path: str | Path) -> Config:
