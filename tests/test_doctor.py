@@ -36,8 +36,8 @@ def _caps() -> Capabilities:
     cpu = DeviceInfo("cpu", "cpu", "Test CPU", 16 * GIB, 9 * GIB, ("avx2", "avx512_bf16"), 8)
     gpu = DeviceInfo("cuda:0", "cuda", "Fake GPU", 24 * GIB, 20 * GIB, (), None, (8, 6), True)
     probes = (
-        ProbeResult("cpu", "float32", "ok", 0.0031, 1.0),
-        ProbeResult("cpu", "bfloat16", "slow", 0.0400, 12.9),
+        ProbeResult("cpu", "float32", "ok", 3.1, 1.0, decode_s=0.01, prefill_s=0.001),
+        ProbeResult("cpu", "bfloat16", "slow", 40.0, 12.9, decode_s=0.05, prefill_s=0.03),
         ProbeResult("cpu", "float16", "unsupported", None, error=HALF_ERROR),
         ProbeResult("cuda:0", "float32", "ok", 0.00012, 2.0),
         ProbeResult("cuda:0", "bfloat16", "ok", 0.00006, 1.0),
@@ -107,7 +107,9 @@ def test_text_report_sections_and_alignment() -> None:
     rows = [line for line in text.splitlines() if line.startswith(("    float", "    bfloat"))]
     assert len(rows) == 6
     assert {line.index(line.split()[1]) for line in rows} == {14}
-    assert "unsupported  \"addmm_impl_cpu_\" not implemented for 'Half'" in text
+    assert "float16   unsupported: \"addmm_impl_cpu_\" not implemented for 'Half'" in text
+    assert "Devices and precisions (predicted per chat turn)" in text
+    assert "    bfloat16  slow 12.9x per turn       20.0        33.3    40.0 s  12.90x" in text
     assert "…" in text  # the long error is cut in text
 
 

@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,10 +23,10 @@ from mergechat.core.capabilities import Assessment, Capabilities, ChoiceVerdict,
 from mergechat.core.dtypes import DType
 from mergechat.core.fidelity_cache import FidelityRow, Float16Safety
 from mergechat.core.model_info import ModelInfo
+from mergechat.doctor_probes import cut, probe_lines
 
 _LABEL = 19  # width of the label column in the text report
 _WIDTH = 100  # lines are wrapped to this width
-_ERROR_WIDTH = 64  # long backend errors are cut in the text report (JSON keeps them whole)
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,24 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def _progress_line() -> Callable[[float, str], None]:
+    """Progress on one rewritten stderr line when stderr is a terminal; else silence."""
+    if not sys.stderr.isatty():
+        return lambda _fraction, _text: None
+
+    def show(fraction: float, text: str) -> None:
+        line = f"{fraction * 100:3.0f}% {text}"[:79] if fraction < 1.0 else ""
+        sys.stderr.write(f"\r\x1b[2K{line}")
+        sys.stderr.flush()
+
+    return show
+
+
 def gather(request: DoctorRequest) -> DoctorReport:
     """Inspect the model (if any), run or read the probes, and assess the model on this machine."""
     from mergechat.core.devices import parse_device
     from mergechat.core.probe import detect
+    from mergechat.core.probe_shape import shape_for
 
     info = None
     if request.path is not None:
@@ -83,18 +98,29 @@ def gather(request: DoctorRequest) -> DoctorReport:
         # Before probing: a path that is not a model fails fast. Problems that stop a model from
         # chatting are reported with the rest (run_doctor then exits 2).
         info = inspect_model(request.path, strict=False)
-    caps = detect(refresh=request.refresh)
+    progress = _progress_line()
+    caps = detect(
+        shape=shape_for(info),
+        refresh=request.refresh,
+        progress=lambda fraction, text: progress(fraction, f"probing {text}"),
+    )
+    progress(1.0, "")  # clears the progress line
     device = parse_device(request.device, caps.devices)  # exit 2 for a device not here
+    rows, verdict = None, None
+    if request.fidelity and info is not None:
+        from mergechat import doctor_fidelity
+
+        # Before the assessment, so float16's measured safety already counts in it.
+        step = _progress_line()
+        rows, verdict = doctor_fidelity.measure(
+            info, caps.devices, device, progress=lambda text: step(0.5, f"fidelity: {text}")
+        )
+        step(1.0, "")
     assessment = None
     if info is not None:
         from mergechat.core.policy import assess
 
         assessment = assess(info, caps, device=device, dtype=request.dtype)
-    rows, verdict = None, None
-    if request.fidelity and info is not None:
-        from mergechat import doctor_fidelity
-
-        rows, verdict = doctor_fidelity.measure(info, caps.devices, device)
     return DoctorReport(
         mergechat_version=__version__,
         python_version=platform.python_version(),
@@ -158,17 +184,6 @@ def human_count(count: int | None) -> str:
     return f"{count:,}"
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value * 1e3:.2f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
-
-
-def _cut(text: str, width: int = _ERROR_WIDTH) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _row(label: str, value: object) -> str:
     """``  label            value``, long values wrapped under the value column."""
     lead = f"  {label:<{_LABEL}}"
@@ -208,20 +223,7 @@ def _machine(report: DoctorReport) -> list[str]:
 
 
 def _probes(caps: Capabilities) -> list[str]:
-    lines = ["Devices and precisions (measured: one decode step of a 1024-wide layer)"]
-    for device in caps.devices:
-        lines.append(_device_line(device))
-        lines.append(f"    {'dtype':<10}{'verdict':<13}{'step':>10}{'vs fastest':>12}")
-        for probe in (p for p in caps.probes if p.device == device.id):
-            if probe.verdict == "unsupported":
-                detail = _cut(probe.error or "")
-                lines.append(f"    {probe.dtype:<10}{'unsupported':<13}{detail}")
-                continue
-            factor = f"{probe.factor:.1f}x" if probe.factor is not None else ""
-            lines.append(
-                f"    {probe.dtype:<10}{probe.verdict:<13}{_seconds(probe.seconds):>10}{factor:>12}"
-            )
-    return lines
+    return probe_lines(caps, {d.id: _device_line(d) for d in caps.devices})
 
 
 def _model(info: ModelInfo) -> list[str]:
@@ -272,12 +274,14 @@ def _memory(verdict: ChoiceVerdict) -> str:
 
 def _assessment(assessment: Assessment) -> list[str]:
     rec = assessment.recommendation
-    texts = [_cut(v.text, 40) for v in assessment.verdicts]
+    texts = [cut(v.text, 40) for v in assessment.verdicts]
     width = max((len(t) for t in texts), default=0) + 2
     lines = ["Choices for this model (* = recommended; memory = weights + KV cache + overhead)"]
     for v, text in zip(assessment.verdicts, texts, strict=True):
         mark = "*" if (v.device, v.dtype) == (rec.device, rec.dtype) else " "
         lines.append(f"  {mark} {v.device:<8}{v.dtype:<10}{text:<{width}}{_memory(v)}".rstrip())
+        if v.speed:
+            lines.append(f"{'':<22}{v.speed}")
     lines += ["", "Recommendation"]
     lines.append(
         _row("Device", rec.device + (f" (device_map={rec.device_map})" if rec.device_map else ""))

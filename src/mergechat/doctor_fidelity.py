@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mergechat.core.capabilities import DeviceInfo
@@ -18,7 +18,10 @@ _WIDTH = 100  # the conclusion is wrapped to this width, like the rest of doctor
 
 
 def measure(
-    info: ModelInfo, devices: Iterable[DeviceInfo], device: str = "auto"
+    info: ModelInfo,
+    devices: Iterable[DeviceInfo],
+    device: str = "auto",
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[tuple[FidelityRow, ...], Float16Safety | None]:
     """The audit's rows and verdict on ``devices`` (only ``device`` unless it is ``auto``).
 
@@ -32,7 +35,7 @@ def measure(
         return tuple(FidelityRow(d.id, t, error=text) for d in chosen for t in DTYPES), None
     from mergechat.core.fidelity_audit import audit_model
 
-    audit = audit_model(info, chosen)
+    audit = audit_model(info, chosen, progress=progress)
     return audit.rows, audit.safety
 
 

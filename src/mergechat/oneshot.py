@@ -178,6 +178,15 @@ class _Session:
                 self.clear_progress()
                 for message in event.warnings:
                     warn(message, self.err)
+                speed = event.state.speed
+                if speed is not None and speed.say_faster and speed.faster_dtype is not None:
+                    warn(
+                        f"{speed.faster_dtype} would make chat turns about "
+                        f"{speed.faster_by or 0:.1f}x faster on this machine (from this model's "
+                        f"measured speed); --dtype {speed.faster_dtype} picks it",
+                        self.err,
+                        level="note",
+                    )
                 self.state = event.state
                 return event.state
             elif isinstance(event, LoadFailed):

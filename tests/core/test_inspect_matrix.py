@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fixtures.broken_models import CASES
-from mergechat.core import loader
+from mergechat.core import finite_check, loader
 from mergechat.core.error_translation import out_of_memory_error, translate
 from mergechat.core.errors import MergechatError, ModelFolderError
 from mergechat.core.inspect import inspect_model, require_usable
@@ -174,7 +174,7 @@ def test_finite_guard_with_finite_weights_blames_the_precision(
     tiny_model: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, tokenizer = tiny_model
-    monkeypatch.setattr(loader, "probe_logits", lambda *_a: torch.full((2, 4), float("nan")))
+    monkeypatch.setattr(finite_check, "probe_logits", lambda *_a: torch.full((2, 4), float("nan")))
     with pytest.raises(MergechatError, match="activations overflow") as err:
         loader.check_finite(model, tokenizer, "float16")
     assert not isinstance(err.value, ModelFolderError) and "bfloat16" in (err.value.hint or "")

@@ -18,7 +18,7 @@ from mergechat.core.policy import (
     format_bytes,
     needed_bytes,
 )
-from mergechat.core.probe import is_slow
+from mergechat.core.probe_timing import SLOW_FACTOR
 
 GIB = 1024**3
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"
@@ -56,8 +56,8 @@ def model(
 
 
 def probes(device: str, **spec: float | str) -> tuple[ProbeResult, ...]:
-    """Probe results from seconds per dtype (a string is an unsupported error), judged by the
-    probe's own slow rule."""
+    """Probe results from turn seconds per dtype (a string is an unsupported error), judged by
+    the probe's own slow rule; decode and prompt speed scale alike."""
     timed = {d: s for d, s in spec.items() if isinstance(s, float)}
     fastest = normalize_dtype(min(timed, key=timed.__getitem__))
     assert fastest is not None
@@ -68,8 +68,20 @@ def probes(device: str, **spec: float | str) -> tuple[ProbeResult, ...]:
             out.append(ProbeResult(device, dtype, "unsupported", None, error=value))
             continue
         factor = value / timed[fastest]
-        verdict: Verdict = "slow" if is_slow(dtype, factor, fastest) else "ok"
-        out.append(ProbeResult(device, dtype, verdict, value, factor))
+        verdict: Verdict = "slow" if factor >= SLOW_FACTOR else "ok"
+        out.append(
+            ProbeResult(
+                device,
+                dtype,
+                verdict,
+                value,
+                factor,
+                decode_s=value / 200,
+                prefill_s=value / 2000,
+                decode_factor=factor,
+                prefill_factor=factor,
+            )
+        )
     return tuple(out)
 
 
@@ -93,8 +105,8 @@ def gpu(index: int, name: str, cc: tuple[int, int], free_gib: float) -> DeviceIn
     )
 
 
-# Measured on the 2-core AVX512-BF16 EPYC (ms per probe run).
-EPYC = probes("cpu", float32=0.0030, bfloat16=0.0018, float16=0.0012)
+# Shaped like the 2-core AVX512-BF16 EPYC: half types make turns faster (seconds per turn).
+EPYC = probes("cpu", float32=0.0027, bfloat16=0.0018, float16=0.0014)
 # A CPU without AVX512-BF16: half types are emulated, 40x and 30x slower than float32.
 OLD_CPU = probes("cpu", float32=0.004, bfloat16=0.160, float16=0.120)
 # Old torch on a CPU: float16 matmul raises.
@@ -114,7 +126,7 @@ def test_bf16_merge_on_an_avx512_bf16_cpu_stays_bf16_and_mentions_faster_fp16() 
     assert (rec.device, rec.dtype, rec.device_map) == ("cpu", "bfloat16", None)
     assert rec.reason == "bfloat16: the merge's dtype, runs natively on this CPU (avx512_bf16)"
     assert rec.warnings == (
-        "float16 measured 1.5x faster but a bfloat16 merge can overflow in float16; "
+        "float16 turns measured 1.3x faster but a bfloat16 merge can overflow in float16; "
         "pick it with --dtype float16",
     )
     assert result.verdict("cpu", "float16") is not None
@@ -149,7 +161,7 @@ def test_explicit_dtype_wins_with_a_warning() -> None:
 
     slow = assess(model(135_000_000), caps((cpu(),), OLD_CPU), dtype="bfloat16")
     assert slow.recommendation.dtype == "bfloat16"
-    assert "bfloat16 on cpu: slow 40.0x" in slow.recommendation.warnings
+    assert "bfloat16 on cpu: slow 40.0x per turn" in slow.recommendation.warnings
 
     fine = assess(model(135_000_000), caps((cpu(),), EPYC), dtype="float32")
     assert fine.recommendation.warnings == ()
@@ -157,20 +169,20 @@ def test_explicit_dtype_wins_with_a_warning() -> None:
 
 def test_float32_model_runs_as_bfloat16_when_clearly_faster_and_says_so() -> None:
     rec = assess(model(135_000_000, "float32", merge=False), caps((cpu(),), EPYC)).recommendation
-    assert rec.dtype == "bfloat16"  # same range as float32, probed 1.7x faster
+    assert rec.dtype == "bfloat16"  # same range as float32, turns predicted 1.5x faster
     assert rec.reason == (
-        "bfloat16: 1.7x faster than float32 (the model's dtype) on this CPU, same range, rounds "
-        "the weights; --dtype float32 keeps the weights as stored"
+        "bfloat16: turns 1.5x faster than in float32 (the model's dtype) on this CPU, same "
+        "range, rounds the weights; --dtype float32 keeps the weights as stored"
     )
     # float16 is fastest but lacks float32's range: pointed out, never chosen.
     assert rec.warnings == (
-        "float16 measured 1.5x faster but a float32 model can overflow in float16; "
+        "float16 turns measured 1.3x faster but a float32 model can overflow in float16; "
         "pick it with --dtype float16",
     )
 
 
 def test_float32_model_keeps_float32_when_bfloat16_is_only_a_little_faster() -> None:
-    close = probes("cpu", float32=0.0030, bfloat16=0.0025, float16=0.0012)
+    close = probes("cpu", float32=0.0030, bfloat16=0.0025, float16=0.0016)
     rec = assess(model(135_000_000, "float32", merge=False), caps((cpu(),), close)).recommendation
     assert rec.dtype == "float32"
     assert rec.reason == "float32: the model's dtype, measured ok on this CPU"
@@ -227,10 +239,10 @@ def test_unknown_size_is_said_not_guessed() -> None:
 # --- GPUs ---------------------------------------------------------------------------------------
 
 A100 = gpu(0, "NVIDIA A100-SXM4-80GB", (8, 0), 78)
-A100_PROBES = probes("cuda:0", float32=0.00020, bfloat16=0.00008, float16=0.00008)
+A100_PROBES = probes("cuda:0", float32=0.00013, bfloat16=0.00008, float16=0.00008)
 V100 = gpu(0, "Tesla V100-SXM2-32GB", (7, 0), 30)
 # V100: no native bf16, emulated bf16 measured 6x slower than fp16; fp32 2x (bandwidth).
-V100_PROBES = probes("cuda:0", float32=0.00020, bfloat16=0.00060, float16=0.00010)
+V100_PROBES = probes("cuda:0", float32=0.00018, bfloat16=0.00060, float16=0.00010)
 
 
 def test_a100_takes_a_bf16_merge_natively() -> None:
@@ -246,17 +258,17 @@ def test_float32_model_on_a_gpu_runs_as_bfloat16() -> None:
     on_a100 = caps((cpu(), A100), EPYC, A100_PROBES)
     rec = assess(model(135_000_000, "float32", merge=False), on_a100).recommendation
     assert (rec.device, rec.dtype) == ("cuda:0", "bfloat16")
-    assert rec.reason.startswith("bfloat16: 2.5x faster than float32")
+    assert rec.reason.startswith("bfloat16: turns 1.6x faster than in float32")
 
 
 def test_v100_avoids_emulated_bf16_with_float32_and_says_why_not_float16() -> None:
     result = assess(model(3_000_000_000), caps((cpu(), V100), EPYC, V100_PROBES))
-    assert result.verdict("cuda:0", "bfloat16").text == "slow 6.0x"  # type: ignore[union-attr]
+    assert result.verdict("cuda:0", "bfloat16").text == "slow 6.0x per turn"  # type: ignore[union-attr]
     rec = result.recommendation
     assert (rec.device, rec.dtype) == ("cuda:0", "float32")
     assert "bfloat16 (the merge's dtype) is slow (6.0x) on cuda:0" in rec.reason
     assert (
-        "float16 measured 2.0x faster but a bfloat16 merge can overflow in float16; "
+        "float16 turns measured 1.8x faster but a bfloat16 merge can overflow in float16; "
         "pick it with --dtype float16"
     ) in rec.warnings
 
@@ -350,3 +362,108 @@ def test_unprobed_device_is_not_trusted() -> None:
     result = assess(model(1_000_000_000), machine)
     assert result.verdict("cuda:0", "bfloat16").text == "unsupported: not probed"  # type: ignore[union-attr]
     assert result.recommendation.device == "cpu"
+
+
+# --- per-turn speeds, busy machines, measured float16 fidelity --------------------------------
+
+
+def split(
+    device: str,
+    dtype: DType,
+    turn: float,
+    factor: float,
+    decode: float,
+    prompts: float,
+    *,
+    reliable: bool = True,
+) -> ProbeResult:
+    """A probe whose decode and prompt speeds differ (factors against the fastest turn)."""
+    verdict: Verdict = "slow" if reliable and factor >= SLOW_FACTOR else "ok"
+    return ProbeResult(
+        device,
+        dtype,
+        verdict,
+        turn,
+        factor,
+        decode_s=0.1 * decode,
+        prefill_s=0.001 * prompts,
+        decode_factor=decode,
+        prefill_factor=prompts,
+        reliable=reliable,
+    )
+
+
+# An AVX2 CPU without native bfloat16: bfloat16 decodes faster but prefills 6.8x slower.
+AVX2 = (
+    split("cpu", "float32", 25.0, 1.0, 1.0, 1.0),
+    split("cpu", "bfloat16", 55.0, 2.2, 0.79, 6.8),
+    split("cpu", "float16", 48.0, 1.9, 0.75, 5.3),
+)
+
+
+def test_a_bf16_merge_on_an_avx2_cpu_runs_as_float32_for_faster_turns() -> None:
+    result = assess(model(135_000_000), caps((cpu(flags=("avx2",)),), AVX2))
+    rec = result.recommendation
+    assert rec.dtype == "float32"
+    assert "is slow (2.2x)" in rec.reason
+    bf16 = result.verdict("cpu", "bfloat16")
+    assert bf16 is not None and bf16.text == "slow 2.2x per turn"
+    assert bf16.speed == "decode 1.3x faster, prompts 6.8x slower than float32"
+    fp32 = result.verdict("cpu", "float32")
+    assert fp32 is not None and fp32.speed == "fastest per turn"
+
+
+def test_an_exact_cast_is_taken_when_turns_are_a_little_faster() -> None:
+    # bfloat16 is ok (1.2x) but float32 holds every bfloat16 value and makes turns faster.
+    mild = (
+        split("cpu", "float32", 10.0, 1.0, 1.0, 1.0),
+        split("cpu", "bfloat16", 12.0, 1.2, 0.9, 1.6),
+        split("cpu", "float16", 30.0, 3.0, 0.9, 9.0),
+    )
+    rec = assess(model(135_000_000), caps((cpu(flags=("avx2",)),), mild)).recommendation
+    assert rec.dtype == "float32"
+    assert rec.reason.startswith("float32: turns 1.2x faster than in bfloat16")
+    assert "rounds" not in rec.reason  # bfloat16 -> float32 is exact
+
+
+def test_a_busy_machine_never_moves_a_model_from_its_own_precision() -> None:
+    busy = tuple(
+        split(
+            p.device,
+            p.dtype,
+            p.seconds or 0.0,
+            p.factor or 1.0,
+            p.decode_factor or 1.0,
+            p.prefill_factor or 1.0,
+            reliable=False,
+        )
+        for p in AVX2
+    )
+    result = assess(model(135_000_000), caps((cpu(flags=("avx2",)),), busy))
+    rec = result.recommendation
+    assert rec.dtype == "bfloat16"
+    assert "not measured reliably: machine busy" in rec.reason
+    assert rec.warnings == ()  # no "faster" note from a disturbed measurement
+    assert all(v.verdict == "ok" for v in result.verdicts)
+    texts = {v.dtype: v.text for v in result.verdicts}
+    assert texts["float16"] == "ok (not measured reliably: machine busy)"
+
+
+def test_float16_measured_safe_is_an_option_without_the_overflow_warning() -> None:
+    info = model(135_000_000)
+    unsafe = assess(info, caps((cpu(),), EPYC), dtype="float16", float16_safe=False)
+    assert any("overflow" in w for w in unsafe.recommendation.warnings)
+    assert "float16" not in unsafe.safe_dtypes
+    safe = assess(info, caps((cpu(),), EPYC), dtype="float16", float16_safe=True)
+    assert not any("overflow" in w for w in safe.recommendation.warnings)
+    assert "float16" in safe.safe_dtypes
+    fast = (
+        split("cpu", "float32", 30.0, 3.0, 3.0, 3.0),
+        split("cpu", "bfloat16", 15.0, 1.5, 1.5, 1.5),
+        split("cpu", "float16", 10.0, 1.0, 1.0, 1.0),
+    )
+    auto = assess(info, caps((cpu(),), fast), float16_safe=True).recommendation
+    assert auto.dtype == "float16"
+    assert "measured to fit float16" in auto.reason
+    never = assess(info, caps((cpu(),), fast), float16_safe=False).recommendation
+    assert never.dtype != "float16"

@@ -1,9 +1,11 @@
-"""Probes per device x dtype (real and with faked kernels), their verdicts, and the probe cache."""
+"""Model-shaped probes per device x dtype (real and with faked kernels), their per-turn verdicts,
+contention handling, and the probe cache keyed by machine, torch and model shape."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,245 +13,287 @@ from typing import Any
 import pytest
 import torch
 
-from mergechat.core import probe
+from mergechat.core import probe, probe_timing
 from mergechat.core.capabilities import DeviceInfo, ProbeResult
-from mergechat.core.devices import CpuMeter
 from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.probe import SLOW_FACTOR, WARMUP_LIMIT_S, detect, is_slow, probe_device
-from mergechat.core.probe_cache import machine_fingerprint
-from mergechat.core.probe_kernel import PROBE_HIDDEN, ProbeKernel, make_probe_kernel
+from mergechat.core.probe import detect, probe_device
+from mergechat.core.probe_cache import cache_key, machine_fingerprint
+from mergechat.core.probe_kernel import (
+    HEAD_CAP_ELEMENTS,
+    LAYER_CAP_BYTES,
+    WORKING_SET_BYTES,
+    Kernels,
+    Staged,
+    build_master,
+    make_kernels,
+    plan_for,
+)
+from mergechat.core.probe_shape import GENERIC, ProbeShape
+from mergechat.core.verdict_rules import speed_text
 
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"
 GIB = 1024**3
 CPU = DeviceInfo("cpu", "cpu", "Test CPU", 16 * GIB, 8 * GIB, ("avx2", "avx512_bf16"), 2)
-
-
-def fake_kernels(
-    monkeypatch: pytest.MonkeyPatch,
-    seconds: dict[DType, float],
-    *,
-    fail: dict[DType, Exception] | None = None,
-    nan: frozenset[DType] = frozenset(),
-) -> list[tuple[str, DType]]:
-    """Replace the probe kernel: the decode-shaped one sleeps ``seconds[dtype]`` per run."""
-    built: list[tuple[str, DType]] = []
-
-    def make(device: str, dtype: DType, *, hidden: int, intermediate: int, context: int) -> Any:
-        built.append((device, dtype))
-        delay = seconds.get(dtype, 0.0) / 3 if hidden == PROBE_HIDDEN else 0.0
-
-        def stage(_: Any) -> Any:
-            if fail and dtype in fail:
-                raise fail[dtype]
-            time.sleep(delay)
-            return torch.full((2,), float("nan") if dtype in nan else 1.0)
-
-        return ProbeKernel(((1 / 3, stage), (1 / 3, stage), (1 / 3, stage)))
-
-    monkeypatch.setattr(probe, "make_probe_kernel", make)
-    return built
+SMALL = ProbeShape(64, 160, 4, 2, 16, 512, 4)
 
 
 def by_dtype(results: tuple[ProbeResult, ...]) -> dict[DType, ProbeResult]:
     return {r.dtype: r for r in results}
 
 
-# --- the real kernel on this CPU ---------------------------------------------------------------
+class FakeMeter:
+    """Stands in for the CPU meter: each round reports the next value of ``others``."""
 
+    others: Iterator[float] = iter(())
+    cores = 2
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_real_kernel_gives_a_finite_decode_step(dtype: DType) -> None:
-    kernel = make_probe_kernel("cpu", dtype, hidden=64, intermediate=160, context=16)
-    assert sum(share for share, _ in kernel.stages) == pytest.approx(1.0)
-    out = kernel()
-    assert out.shape == (1, 1, 64)
-    assert out.dtype == getattr(torch, dtype)
-    assert torch.isfinite(out).all()
-
-
-def test_real_probe_on_this_cpu() -> None:
-    start = time.perf_counter()
-    results = probe_device(CPU)
-    wall = time.perf_counter() - start
-    assert [r.dtype for r in results] == list(DTYPES)
-    assert all(r.device == "cpu" for r in results)
-    # torch 2.13 runs all three on x86 CPUs; none may be unsupported here.
-    assert all(r.verdict in ("ok", "slow") for r in results)
-    assert all(r.seconds and r.seconds > 0 and r.factor and r.factor >= 1.0 for r in results)
-    assert min(r.factor or 0 for r in results) == 1.0
-    # Under 2 s on an idle 2-core machine; the bound leaves room for a CPU shared with others.
-    assert wall < 6.0
-    assert torch.get_num_threads() >= 1  # untouched (nothing to compare against but sanity)
-
-
-# --- verdicts from faked kernels -----------------------------------------------------------------
-
-
-def test_half_failure_is_unsupported_with_the_error_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_kernels(
-        monkeypatch,
-        {"float32": 0.002, "bfloat16": 0.001},
-        fail={"float16": RuntimeError(HALF_ERROR + "\n  (traceback detail)")},
-    )
-    results = by_dtype(probe_device(CPU))
-    half = results["float16"]
-    assert half.verdict == "unsupported"
-    assert half.error == HALF_ERROR  # first line only
-    assert half.seconds is None and half.factor is None
-    assert results["bfloat16"].verdict == "ok" and results["bfloat16"].factor == 1.0
-    assert results["float32"].verdict == "ok"  # 2x a half type is bandwidth, not slow
-
-
-def test_failure_while_building_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
-    def make(device: str, dtype: DType, **shape: int) -> Any:
-        raise TypeError("BFloat16 is not supported on MPS")
-
-    monkeypatch.setattr(probe, "make_probe_kernel", make)
-    results = probe_device(CPU)
-    assert {r.verdict for r in results} == {"unsupported"}
-    assert results[1].error == "BFloat16 is not supported on MPS"
-
-
-def test_nan_output_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_kernels(monkeypatch, {"float32": 0.001}, nan=frozenset({"float16"}))
-    half = by_dtype(probe_device(CPU))["float16"]
-    assert half.verdict == "unsupported"
-    assert half.error is not None and "NaN or inf" in half.error
-
-
-def test_slow_dtype_gets_its_factor(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_kernels(monkeypatch, {"float32": 0.002, "bfloat16": 0.02, "float16": 0.0025})
-    results = by_dtype(probe_device(CPU))
-    assert results["float32"].verdict == "ok" and results["float32"].factor == 1.0
-    assert results["bfloat16"].verdict == "slow"
-    assert results["bfloat16"].factor is not None and 6 < results["bfloat16"].factor < 12
-    assert results["float16"].verdict == "ok"
-
-
-def test_pathological_dtype_cannot_blow_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 1.5 s per run (~700x float32): the warm-up stops after its first stage.
-    fake_kernels(monkeypatch, {"float32": 0.002, "bfloat16": 0.002, "float16": 1.5})
-    start = time.perf_counter()
-    results = by_dtype(probe_device(CPU))
-    wall = time.perf_counter() - start
-    half = results["float16"]
-    assert half.verdict == "slow"
-    assert half.seconds == pytest.approx(1.5, rel=0.25)  # extrapolated from a third of the work
-    assert half.factor is not None and half.factor > 100
-    assert wall < 0.5 + WARMUP_LIMIT_S + 2 * probe.PROBE_BUDGET_S
-
-
-@pytest.mark.parametrize(
-    ("dtype", "factor", "fastest", "slow"),
-    [
-        ("float32", 2.6, "float16", False),  # twice the bytes: allowed 2 * SLOW_FACTOR
-        ("float32", 2 * SLOW_FACTOR, "bfloat16", True),
-        ("float16", 2.6, "bfloat16", True),
-        ("bfloat16", 2.6, "float32", True),
-        ("bfloat16", 2.4, "float32", False),
-    ],
-)
-def test_slow_rule(dtype: DType, factor: float, fastest: DType, slow: bool) -> None:
-    assert is_slow(dtype, factor, fastest) is slow
-
-
-# --- detect() and its cache ------------------------------------------------------------------
+    def stop(self) -> tuple[float, float | None]:
+        return 0.01, next(FakeMeter.others, 0.0)
 
 
 @pytest.fixture
-def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend no other program was busy during probes (the test machine is shared)."""
-    monkeypatch.setattr(CpuMeter, "stop", lambda self: (0.5, 0.0))
+def fast_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe_timing, "SOFT_BUDGET_S", 0.02)
+    monkeypatch.setattr(probe_timing, "HARD_BUDGET_S", 0.3)
 
 
-def test_detect_caches_probes_and_rereads_free_memory(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet: None
+def fake_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+    times: dict[DType, tuple[float, float]],
+    *,
+    fail: dict[DType, Exception] | None = None,
+    nan: frozenset[DType] = frozenset(),
+    others: tuple[float, ...] = (),
+) -> list[tuple[str, DType]]:
+    """Replace the kernels: decode and prefill of ``dtype`` sleep ``times[dtype]`` seconds."""
+    built: list[tuple[str, DType]] = []
+    FakeMeter.others = iter(others)
+    monkeypatch.setattr(probe_timing, "CpuMeter", FakeMeter)
+    monkeypatch.setattr(probe, "build_master", lambda plan, device: [])
+    monkeypatch.setattr(probe_timing, "build_master", lambda plan, device: [])
+
+    def make(plan: Any, master: Any, dtype: DType) -> Kernels:
+        built.append(("?", dtype))
+        decode, prefill = times.get(dtype, (0.0, 0.0))
+
+        def stage(seconds: float) -> Any:
+            def run() -> Any:
+                if fail and dtype in fail:
+                    raise fail[dtype]
+                time.sleep(seconds)
+                return torch.full((2,), float("nan") if dtype in nan else 1.0)
+
+            return run
+
+        return Kernels(
+            decode=Staged(((1.0, stage(decode)),)),
+            prefill=Staged(((0.5, stage(prefill / 2)), (0.5, stage(prefill / 2)))),
+            head=Staged(((1.0, stage(0.0)),)),
+        )
+
+    monkeypatch.setattr(probe, "make_kernels", make)
+    monkeypatch.setattr(probe_timing, "make_kernels", make)
+    return built
+
+
+# --- the real kernels --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_real_kernels_give_finite_output(dtype: DType) -> None:
+    plan = plan_for(SMALL)
+    kernels = make_kernels(plan, build_master(plan, "cpu"), dtype)
+    for piece in (kernels.decode, kernels.prefill, kernels.head):
+        out = piece()
+        assert torch.isfinite(out.float()).all()
+    assert kernels.prefill().shape == (1, plan.prefill_tokens, SMALL.hidden)
+
+
+def test_real_probe_on_this_cpu_predicts_a_turn_per_dtype() -> None:
+    results = by_dtype(probe_device(CPU, SMALL))
+    assert set(results) == set(DTYPES)
+    timed = [r for r in results.values() if r.verdict != "unsupported"]
+    assert timed, "float32 at least must run on any CPU"
+    for r in timed:
+        assert r.seconds and r.decode_s and r.prefill_s and r.factor
+        assert r.seconds == pytest.approx(1000 * r.prefill_s + 200 * r.decode_s)
+    assert min(r.factor for r in timed if r.factor) == pytest.approx(1.0, rel=0.3)
+
+
+def test_the_probe_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    build_master(plan_for(SMALL), "cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_plan_holds_a_working_set_and_slices_huge_layers() -> None:
+    small = plan_for(SMALL)
+    assert small.copies == SMALL.layers  # a tiny model is probed whole
+    assert small.layer_share == 1.0
+    generic = plan_for(GENERIC)
+    assert generic.copies * 4 * generic.layer.layer_params() >= WORKING_SET_BYTES
+    huge = ProbeShape(8192, 28672, 64, 8, 128, 128256, 80)  # a 70B layer
+    plan = plan_for(huge)
+    assert plan.layer_share < 0.25
+    assert 4 * plan.layer.layer_params() <= LAYER_CAP_BYTES * 1.05
+    assert plan.layer.hidden == huge.hidden  # the residual width stays the model's
+    assert plan.head_rows * huge.hidden <= HEAD_CAP_ELEMENTS
+    assert 16 <= plan.prefill_tokens <= 512
+
+
+# --- verdicts, per turn ------------------------------------------------------------------------
+
+
+def test_a_dtype_fast_at_decode_but_slow_at_prompts_is_judged_per_turn(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None
 ) -> None:
-    built = fake_kernels(monkeypatch, {"float32": 0.002, "bfloat16": 0.001, "float16": 0.001})
+    # bfloat16 decodes faster than float32 but prefills 100x slower: a turn is slower overall.
+    fake_kernels(
+        monkeypatch,
+        {"float32": (0.004, 0.002), "bfloat16": (0.003, 0.2), "float16": (0.02, 0.02)},
+    )
+    results = by_dtype(probe_device(CPU, SMALL))
+    fp32, bf16 = results["float32"], results["bfloat16"]
+    assert fp32.factor == 1.0
+    assert bf16.decode_factor is not None and bf16.decode_factor < 1.0
+    assert bf16.prefill_factor is not None and bf16.prefill_factor > 4
+    assert bf16.factor is not None and bf16.factor > 1.5
+    assert speed_text(bf16, "float32").startswith("decode 1.")
+    assert "prompts" in speed_text(bf16, "float32") and "slower than float32" in speed_text(
+        bf16, "float32"
+    )
+
+
+HALF = (0.001, 0.001)
+
+
+def test_half_failure_is_unsupported_with_the_error_text(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None
+) -> None:
+    fake_kernels(monkeypatch, {d: HALF for d in DTYPES}, fail={"float16": RuntimeError(HALF_ERROR)})
+    results = by_dtype(probe_device(CPU, SMALL))
+    assert results["float16"].verdict == "unsupported"
+    assert results["float16"].error == HALF_ERROR
+    assert results["float32"].verdict == results["bfloat16"].verdict == "ok"
+
+
+def test_nan_output_is_unsupported(monkeypatch: pytest.MonkeyPatch, fast_budget: None) -> None:
+    fake_kernels(monkeypatch, {}, nan=frozenset({"bfloat16"}))
+    results = by_dtype(probe_device(CPU, SMALL))
+    assert results["bfloat16"].verdict == "unsupported"
+    assert results["bfloat16"].error == "the probe produced NaN or inf"
+
+
+def test_a_build_that_raises_is_one_line_per_dtype(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None
+) -> None:
+    fake_kernels(monkeypatch, {})
+
+    def too_big(plan: Any, device: str) -> Any:
+        raise RuntimeError("DefaultCPUAllocator: not enough memory\n(more lines)")
+
+    monkeypatch.setattr(probe_timing, "build_master", too_big)
+    results = probe_device(CPU, SMALL)
+    assert {r.verdict for r in results} == {"unsupported"}
+    assert results[0].error == (
+        "could not be probed with this model's shapes: DefaultCPUAllocator: not enough memory"
+    )
+
+
+def test_a_pathological_dtype_cannot_blow_the_time_budget(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None
+) -> None:
+    monkeypatch.setattr(probe_timing, "PIECE_LIMIT_S", 0.05)
+    fake_kernels(monkeypatch, {"float32": HALF, "bfloat16": (0.001, 0.2), "float16": HALF})
+    start = time.perf_counter()
+    results = by_dtype(probe_device(CPU, SMALL))
+    assert time.perf_counter() - start < 1.5
+    assert results["bfloat16"].verdict == "slow"
+    assert results["bfloat16"].factor is not None and results["bfloat16"].factor > 3
+    assert results["bfloat16"].prefill_factor is not None
+    assert results["bfloat16"].prefill_factor > 50  # extrapolated from the stage it finished
+
+
+# --- contention ----------------------------------------------------------------------------------
+
+
+def test_disturbed_rounds_are_measured_again(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None
+) -> None:
+    fake_kernels(monkeypatch, {d: HALF for d in DTYPES}, others=(3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    results = probe_device(CPU, SMALL)
+    assert all(r.reliable for r in results)
+
+
+def test_a_machine_busy_throughout_gives_unreliable_ok_verdicts_never_slow(
+    monkeypatch: pytest.MonkeyPatch, fast_budget: None, tmp_path: Path
+) -> None:
+    fake_kernels(
+        monkeypatch,
+        {"float32": HALF, "bfloat16": (0.001, 0.02), "float16": HALF},
+        others=(3.0,) * 100,
+    )
+    caps = detect(shape=SMALL, cache_file=tmp_path / "p.json", devices=(CPU,))
+    assert not caps.reliable
+    assert {p.verdict for p in caps.probes} == {"ok"}  # no false "slow"
+    assert not (tmp_path / "p.json").exists()  # a disturbed result is never cached on disk
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+
+def test_detect_caches_per_shape_and_rereads_free_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_budget: None
+) -> None:
+    built = fake_kernels(monkeypatch, {d: HALF for d in DTYPES})
     cache = tmp_path / "cache" / "probes.json"
-    first = detect(cache_file=cache, devices=(CPU,))
-    assert first.from_cache is False
-    assert cache.is_file()
-    assert json.loads(cache.read_text())["version"] == 1
-    assert len(built) == 6  # check + decode kernel per dtype
+    first = detect(shape=SMALL, cache_file=cache, devices=(CPU,))
+    assert first.from_cache is False and first.shape == SMALL
+    assert json.loads(cache.read_text())["version"] == 2
+    count = len(built)
 
     later = replace(CPU, free_bytes=3 * GIB)
     start = time.perf_counter()
-    second = detect(cache_file=cache, devices=(later,))
-    elapsed = time.perf_counter() - start
-    assert second.from_cache is True
-    assert elapsed < 0.05
-    assert len(built) == 6  # nothing probed again
-    assert second.probes == first.probes
-    assert second.probe_seconds == first.probe_seconds
+    second = detect(shape=SMALL, cache_file=cache, devices=(later,))
+    assert time.perf_counter() - start < 0.05
+    assert second.from_cache is True and len(built) == count
+    assert second.probes == first.probes and second.shape == SMALL
     assert second.device("cpu") == later  # free memory is live, only probes are cached
 
-    third = detect(cache_file=cache, devices=(CPU,), refresh=True)
-    assert third.from_cache is False
-    assert len(built) == 12
-
-
-def test_cached_run_of_the_real_detector_is_fast(tmp_path: Path) -> None:
-    cache = tmp_path / "probes.json"
-    first = detect(cache_file=cache)
-    assert first.devices[0].id == "cpu"
-    assert {(p.device, p.dtype) for p in first.probes} >= {("cpu", t) for t in DTYPES}
-    start = time.perf_counter()
-    second = detect(cache_file=cache)
-    assert time.perf_counter() - start < 0.05
-    assert second.from_cache is True
-    assert second.probes == first.probes
-    assert second.torch_version == torch.__version__
+    other = detect(shape=replace(SMALL, hidden=128), cache_file=cache, devices=(CPU,))
+    assert other.from_cache is False and len(built) > count  # another model shape: measured
+    assert len(json.loads(cache.read_text())["entries"]) == 2
+    assert detect(shape=SMALL, cache_file=cache, devices=(CPU,), refresh=True).from_cache is False
 
 
 @pytest.mark.parametrize(
-    "content",
-    [
-        "{not json",
-        "",
-        "[]",
-        '{"version": 1, "entries": []}',
-        '{"version": 99, "entries": {}}',
-    ],
+    "content", ["{not json", "", "[]", '{"version": 2, "entries": []}', '{"version": 1}']
 )
 def test_corrupt_cache_is_ignored_and_rewritten(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet: None, content: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_budget: None, content: str
 ) -> None:
-    fake_kernels(monkeypatch, {"float32": 0.001})
+    fake_kernels(monkeypatch, {"float32": HALF})
     cache = tmp_path / "probes.json"
     cache.write_text(content)
-    caps = detect(cache_file=cache, devices=(CPU,))
-    assert caps.from_cache is False
+    assert detect(shape=SMALL, cache_file=cache, devices=(CPU,)).from_cache is False
     data = json.loads(cache.read_text())
-    assert list(data["entries"]) == [machine_fingerprint((CPU,), torch.__version__)]
-    assert detect(cache_file=cache, devices=(CPU,)).from_cache is True
+    assert list(data["entries"]) == [cache_key((CPU,), torch.__version__, SMALL)]
+    assert detect(shape=SMALL, cache_file=cache, devices=(CPU,)).from_cache is True
 
 
-def test_malformed_entry_is_probed_again(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet: None
+def test_malformed_entry_is_probed_again_and_others_are_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_budget: None
 ) -> None:
-    fake_kernels(monkeypatch, {"float32": 0.001})
+    fake_kernels(monkeypatch, {"float32": HALF})
     cache = tmp_path / "probes.json"
-    key = machine_fingerprint((CPU,), torch.__version__)
+    key = cache_key((CPU,), torch.__version__, SMALL)
     bad = {"probes": [{"device": "cpu", "dtype": "float8", "verdict": "ok"}], "probe_seconds": 1}
-    cache.write_text(json.dumps({"version": 1, "entries": {key: bad, "other-machine": {"x": 1}}}))
-    caps = detect(cache_file=cache, devices=(CPU,))
+    cache.write_text(json.dumps({"version": 2, "entries": {key: bad, "other": {"x": 1}}}))
+    caps = detect(shape=SMALL, cache_file=cache, devices=(CPU,))
     assert caps.from_cache is False and len(caps.probes) == 3
-    entries = json.loads(cache.read_text())["entries"]
-    assert set(entries) == {key, "other-machine"}  # other machines' entries are kept
-
-
-def test_contended_probe_is_not_written_to_disk(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(CpuMeter, "stop", lambda self: (0.7, 4.0))  # others used 4 cores
-    built = fake_kernels(monkeypatch, {"float32": 0.001})
-    cache = tmp_path / "probes.json"
-    first = detect(cache_file=cache, devices=(CPU,))
-    assert not cache.exists()
-    again = detect(cache_file=cache, devices=(CPU,))  # same process: kept in memory
-    assert again.from_cache is True and again.probes == first.probes
-    assert len(built) == 6
+    assert set(json.loads(cache.read_text())["entries"]) == {key, "other"}
 
 
 def test_fingerprint_depends_on_devices_flags_and_torch() -> None:
@@ -261,26 +305,36 @@ def test_fingerprint_depends_on_devices_flags_and_torch() -> None:
     assert base != machine_fingerprint((CPU, gpu), "2.13.0")
 
 
-def test_fake_cuda_device_is_probed_per_dtype(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet: None
+# --- accelerators (faked) ------------------------------------------------------------------------
+
+
+def test_fake_cuda_device_is_probed_per_dtype_and_synchronised(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_budget: None
 ) -> None:
-    built = fake_kernels(monkeypatch, {"float32": 0.001, "bfloat16": 0.001, "float16": 0.001})
+    fake_kernels(monkeypatch, {d: HALF for d in DTYPES})
     synced: list[str] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     gpu = DeviceInfo("cuda:0", "cuda", "Fake GPU", 24 * GIB, 20 * GIB, (), None, (8, 6), True)
-    caps = detect(cache_file=tmp_path / "p.json", devices=(CPU, gpu))
+    caps = detect(shape=SMALL, cache_file=tmp_path / "p.json", devices=(CPU, gpu))
     assert {(p.device, p.dtype) for p in caps.probes} == {
         (d, t) for d in ("cpu", "cuda:0") for t in DTYPES
     }
-    assert ("cuda:0", "bfloat16") in built
     assert synced and set(synced) == {"cuda:0"}  # timings wait for the GPU
 
 
 def test_identical_gpus_are_probed_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quiet: None
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_budget: None
 ) -> None:
-    built = fake_kernels(monkeypatch, {"float32": 0.001, "bfloat16": 0.001, "float16": 0.001})
+    probed: list[str] = []
+    real = probe.probe_device
+
+    def counting(device: DeviceInfo, *args: Any, **kwargs: Any) -> tuple[ProbeResult, ...]:
+        probed.append(device.id)
+        return real(device, *args, **kwargs)
+
+    fake_kernels(monkeypatch, {d: HALF for d in DTYPES})
+    monkeypatch.setattr(probe, "probe_device", counting)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     twins = [
@@ -288,17 +342,9 @@ def test_identical_gpus_are_probed_once(
         for i in range(4)
     ]
     other = DeviceInfo("cuda:4", "cuda", "NVIDIA A10", 24 * GIB, 23 * GIB, (), None, (8, 6), True)
-    caps = detect(cache_file=tmp_path / "p.json", devices=(CPU, *twins, other))
-    assert {device for device, _ in built} == {"cpu", "cuda:0", "cuda:4"}
+    caps = detect(shape=SMALL, cache_file=tmp_path / "p.json", devices=(CPU, *twins, other))
+    assert probed == ["cpu", "cuda:0", "cuda:4"]
     for twin in twins[1:]:
         shared = [caps.probe(twin.id, t) for t in DTYPES]
         first = [caps.probe("cuda:0", t) for t in DTYPES]
         assert [replace(p, device="cuda:0") for p in shared if p] == first
-
-
-def test_probe_kernel_leaves_the_global_rng_alone() -> None:
-    torch.manual_seed(1234)
-    expected = torch.rand(3)
-    torch.manual_seed(1234)
-    make_probe_kernel("cpu", "float32", hidden=32, intermediate=64, context=4)()
-    assert torch.equal(torch.rand(3), expected)

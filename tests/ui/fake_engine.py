@@ -23,6 +23,7 @@ from mergechat.core.api import (
     LoadFailed,
     LoadProgress,
     LoadRequest,
+    MeasuredSpeed,
     ModelLoaded,
     ModelState,
     ReplyFailed,
@@ -58,6 +59,8 @@ class Script:
     #: Seconds the switch takes.
     switch_delay: float = 0.0
     dtype: DType = "bfloat16"
+    #: What calibration measured on the (fake) model, put on its state.
+    speed: MeasuredSpeed | None = None
     device: str = "cpu"
     merge_method: str | None = "dare_ties"
     #: Seconds each load step takes.
@@ -174,6 +177,7 @@ class FakeEngine:
             context_max=CONTEXT_MAX,
             merge_method=script.merge_method,
             reason="fake engine",
+            speed=script.speed,
         )
         self._emit(ModelLoaded(self.state))
 

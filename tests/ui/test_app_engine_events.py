@@ -8,7 +8,7 @@ from app_helpers import MODEL_PATH, FakeApp, wait_for
 from fake_engine import Script
 from textual.pilot import Pilot
 
-from mergechat.core.api import LoadProgress, ModelLoaded, ModelState
+from mergechat.core.api import LoadProgress, MeasuredSpeed, ModelLoaded, ModelState
 from mergechat.ui.messages import EngineEventMessage
 from mergechat.ui.screens.precision import PrecisionScreen
 from mergechat.ui.widgets.assistant_message import AssistantMessage
@@ -97,7 +97,11 @@ async def test_precision_menu_switches_and_reports_fidelity() -> None:
         await wait_for(pilot, lambda: isinstance(fake.app.screen, PrecisionScreen))
         screen = fake.app.screen
         assert isinstance(screen, PrecisionScreen)
-        assert screen._verdicts == {"float32": "ok", "bfloat16": "ok", "float16": "slow 3.5x"}
+        assert screen._verdicts == {
+            "float32": "ok",
+            "bfloat16": "ok",
+            "float16": "slow 3.5x per turn",
+        }
         await pilot.press("escape")
         await wait_for(pilot, lambda: fake.app.screen is fake.app.chat)
         assert fake.engine.switches == ["float32"]
@@ -190,3 +194,19 @@ async def test_progress_events_update_the_bar() -> None:
         await wait_for(pilot, lambda: fake.app.chat.phase == "loading")
         assert fake.app.chat.status.info.phase_text() == "loading 42%"
         assert fake.app.chat.load_progress.stage_text == "reading: shard 2/5"
+
+
+async def test_a_clearly_faster_precision_is_pointed_out_once_with_the_real_key() -> None:
+    speed = MeasuredSpeed(40.0, 9.0, 45.0, 10.0, "float32", 2.3, say_faster=True)
+    fake = FakeApp(Script(speed=speed))
+    async with fake.app.run_test(size=SIZE) as pilot:
+        await ready(fake, pilot)
+        said = [n for n in notes(fake) if "would make chat turns" in n]
+        assert said == [
+            "float32 would make chat turns about 2.3x faster on this machine (from this "
+            "model's measured speed); press ctrl+t to switch precision"
+        ]
+    quiet = FakeApp(Script(speed=MeasuredSpeed(40.0, 9.0, 45.0, 10.0, "float32", 2.3)))
+    async with quiet.app.run_test(size=SIZE) as pilot:
+        await ready(quiet, pilot)
+        assert not [n for n in notes(quiet) if "would make chat turns" in n]  # said before

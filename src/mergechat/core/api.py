@@ -61,6 +61,21 @@ class LoadRequest:
 
 
 @dataclass(frozen=True)
+class MeasuredSpeed:
+    """The loaded model's own speed, timed after a load or switch, beside the probe's prediction."""
+
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    predicted_prefill_tokens_per_s: float | None = None
+    predicted_decode_tokens_per_s: float | None = None
+    #: A safe precision predicted (and corrected by this measurement) to make turns faster.
+    faster_dtype: DType | None = None
+    faster_by: float | None = None
+    #: True the first time ``faster_dtype`` is pointed out for this model on this machine.
+    say_faster: bool = False
+
+
+@dataclass(frozen=True)
 class ModelState:
     """What is loaded right now, read from the model itself after load or switch."""
 
@@ -80,6 +95,8 @@ class ModelState:
     fallback_template: bool = False
     #: Why this device and dtype were chosen (the detector's reason or "chosen by the user").
     reason: str = ""
+    #: Measured on this model after the load or the last switch (None when not measured).
+    speed: MeasuredSpeed | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mergechat.core.dtypes import DType
+from mergechat.core.probe_shape import ProbeShape
 
 Verdict = Literal["ok", "slow", "unsupported", "does not fit"]
 DeviceKind = Literal["cpu", "cuda", "mps", "xpu"]
@@ -36,22 +37,35 @@ class DeviceInfo:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """A real probe (Linear + matmul + softmax) of one dtype on one device."""
+    """A real probe of one dtype on one device with the model's shapes, as a typical chat turn.
+
+    ``seconds`` is the predicted time of one turn (`probe_shape.TURN_PROMPT_TOKENS` of prompt
+    prefilled plus `probe_shape.TURN_NEW_TOKENS` decoded); ``decode_s`` and ``prefill_s`` are the
+    predicted seconds per decoded and per prompt token of the whole model.
+    """
 
     device: str
     dtype: DType
     verdict: Verdict
-    #: Seconds per probe iteration (None when it failed).
+    #: Predicted seconds of a typical turn (None when it failed).
     seconds: float | None
-    #: Slowdown against the fastest dtype on the same device (1.0 for the fastest).
+    #: Turn time against the fastest dtype on the same device (1.0 for the fastest).
     factor: float | None = None
     #: The error text when unsupported (e.g. ``"addmm_impl_cpu_" not implemented for 'Half'``).
     error: str | None = None
+    decode_s: float | None = None
+    prefill_s: float | None = None
+    #: Decode and prompt time per token against the device's fastest-turn dtype.
+    decode_factor: float | None = None
+    prefill_factor: float | None = None
+    #: False when other programs kept the machine busy through every round: the times are shown
+    #: but never move a model away from its own precision.
+    reliable: bool = True
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """Everything the detector measured on this machine."""
+    """Everything the detector measured on this machine (for one model shape)."""
 
     devices: tuple[DeviceInfo, ...]
     probes: tuple[ProbeResult, ...]
@@ -59,6 +73,15 @@ class Capabilities:
     #: Wall time the probes took when measured (not when read from cache).
     probe_seconds: float
     from_cache: bool = False
+    #: The shapes probed: the model's own layers, or a generic layer when no model was given.
+    shape: ProbeShape | None = None
+    #: Average cores other programs used during the probe (None when unknown or cached).
+    busy_cores: float | None = None
+
+    @property
+    def reliable(self) -> bool:
+        """False when some device's timings were disturbed by other busy programs."""
+        return all(p.reliable for p in self.probes)
 
     def device(self, device_id: str) -> DeviceInfo | None:
         """The device with this id, if present."""
@@ -92,6 +115,9 @@ class ChoiceVerdict:
     text: str
     probe: ProbeResult | None = None
     fit: FitResult | None = None
+    #: Decode and prompt speed against the device's fastest dtype (``decode 1.3x faster,
+    #: prompts 6.8x slower than float32``), empty when not measured.
+    speed: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,8 @@ class Assessment:
     verdicts: tuple[ChoiceVerdict, ...]
     recommendation: Recommendation
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: Dtypes that hold the model's values: its own, wider ones, float16 when measured to fit.
+    safe_dtypes: tuple[DType, ...] = ()
 
     def verdict(self, device_id: str, dtype: DType) -> ChoiceVerdict | None:
         """The verdict for one choice, if assessed."""

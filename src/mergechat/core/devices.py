@@ -6,7 +6,6 @@ import logging
 import os
 import platform
 import re
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -243,53 +242,3 @@ def parse_device(spec: str, devices: Iterable[DeviceInfo]) -> str:
             f"device {wanted} is not available on this machine", hint=f"available: {have}"
         )
     return wanted
-
-
-def _busy_seconds(cpus: frozenset[int] | None) -> float | None:
-    """CPU seconds spent busy (not idle or waiting for I/O) on ``cpus`` since boot, Linux only."""
-    text = _read_text(_PROC_STAT)
-    if text is None:
-        return None
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError, AttributeError):
-        return None
-    busy = 0
-    for line in text.splitlines():
-        name, *fields = line.split()
-        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit():
-            continue
-        if cpus is not None and int(name[3:]) not in cpus:
-            continue
-        # user nice system idle iowait irq softirq steal: steal counts, the host took the core.
-        values = [int(v) for v in fields[:8]]
-        busy += sum(values) - values[3] - values[4]
-    return busy / ticks
-
-
-class CpuMeter:
-    """Wall time since creation and how many cores *other* programs kept busy meanwhile.
-
-    Compares the busy time of the CPUs this process may use (``/proc/stat``) with this process's
-    own CPU time, so a probe can tell whether other work disturbed its timings.
-    """
-
-    def __init__(self) -> None:
-        try:
-            self._cpus: frozenset[int] | None = frozenset(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            self._cpus = None
-        #: CPUs this process may run on.
-        self.cores = len(self._cpus) if self._cpus is not None else os.cpu_count()
-        self._wall = time.perf_counter()
-        self._own = time.process_time()
-        self._busy = _busy_seconds(self._cpus)
-
-    def stop(self) -> tuple[float, float | None]:
-        """(wall seconds, average cores used by other programs; None where unknown)."""
-        wall = time.perf_counter() - self._wall
-        own = time.process_time() - self._own
-        busy = _busy_seconds(self._cpus)
-        if busy is None or self._busy is None or wall <= 0:
-            return wall, None
-        return wall, max(0.0, (busy - self._busy - own) / wall)

@@ -2,8 +2,8 @@
 
 Callers queue commands (every method returns at once); the thread answers with events through
 the sink. torch and transformers are imported on the engine thread only, so importing this
-module is cheap and no other thread ever runs a torch op (a worker that shares the process with
-another torch-running thread decodes ~35% slower: see DESIGN.md).
+module is cheap and no other thread ever runs a torch op (two torch-running threads in one
+process fight over the same cores).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from mergechat.core.api import (
     ReplyStarted,
     ReplyStats,
     SwitchFailed,
+    SwitchFinished,
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.error_translation import translate
@@ -185,7 +186,7 @@ class Engine:
             self._handle_detect(command)
 
     def _handle_load(self, request: LoadRequest) -> None:
-        from mergechat.core import loader
+        from mergechat.core import loader, speed_check
 
         loaded = loader.load(
             request,
@@ -193,6 +194,7 @@ class Engine:
             progress=self._emit,
             release_previous=self._unload,
         )
+        loaded = speed_check.calibrated(loaded)
         self._set_loaded(loaded)
         self._emit(ModelLoaded(loaded.state, loaded.warnings))
 
@@ -221,7 +223,7 @@ class Engine:
         )
 
     def _handle_switch(self, dtype: DType) -> None:
-        from mergechat.core import switching
+        from mergechat.core import speed_check, switching
 
         if self._loaded is None:
             self._emit(SwitchFailed("no model is loaded", None, hint="load one first"))
@@ -235,25 +237,33 @@ class Engine:
             if loaded.model is None:
                 self._set_loaded(None)
             raise
+        if isinstance(outcome, SwitchFinished) and result is not None:
+            result = speed_check.calibrated(result)
+            outcome = replace(outcome, state=result.state)
         self._set_loaded(result)
         self._emit(outcome)
 
     def _handle_detect(self, command: _Detect) -> None:
         from mergechat.core import inspect, policy, probe
+        from mergechat.core.probe_shape import shape_for
 
-        caps = probe.detect(cache_file=self._probe_cache)
-        assessment = None
+        info, failure = None, None
         if command.model_path is not None:
             try:
                 info = inspect.inspect_model(command.model_path)
-                assessment = policy.assess(
-                    info, caps, device=command.device, dtype="auto", context_tokens=None
-                )
-            except Exception:
-                # The devices and probes are still good: a waiting screen gets them, then the
-                # error is reported as a notice like any failed command.
-                self._emit(CapabilitiesReady(caps, None))
-                raise
+            except Exception as exc:
+                failure = exc
+        caps = probe.detect(shape=shape_for(info), cache_file=self._probe_cache)
+        if failure is not None:
+            # The devices and probes are still good: a waiting screen gets them, then the
+            # error is reported as a notice like any failed command.
+            self._emit(CapabilitiesReady(caps, None))
+            raise failure
+        assessment = None
+        if info is not None:
+            assessment = policy.assess(
+                info, caps, device=command.device, dtype="auto", context_tokens=None
+            )
         self._emit(CapabilitiesReady(caps, assessment))
 
     def _emit_skipped(self, command: _Generate, state: ModelState) -> None:

@@ -29,6 +29,8 @@ class GGUFInfo:
     head_count: int | None
     head_count_kv: int | None
     embedding_length: int | None
+    #: ``<arch>.feed_forward_length``: the MLP width.
+    feed_forward_length: int | None
     #: ``<arch>.vocab_size`` or, when absent, the length of ``tokenizer.ggml.tokens``.
     vocab_size: int | None
     #: ``<arch>.attention.key_length`` or embedding_length / head_count.
@@ -127,6 +129,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         head_count=head_count,
         head_count_kv=_int(_scalar(reader, prefix + "attention.head_count_kv")) or head_count,
         embedding_length=embedding,
+        feed_forward_length=_int(_scalar(reader, prefix + "feed_forward_length")),
         vocab_size=vocab_size,
         head_dim=head_dim,
         name=name if isinstance(name, str) else None,

@@ -33,6 +33,7 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _HEAD_KEYS = ("num_attention_heads", "n_head")
 _KV_HEAD_KEYS = ("num_key_value_heads", "n_head_kv", "multi_query_group_num")
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+_INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_hidden_size")
 _TOKENIZER_HINT = (
     "copy tokenizer.json and tokenizer_config.json from the base model (mergekit: "
     "--copy-tokenizer or tokenizer_source)"
@@ -210,6 +211,9 @@ def _from_folder(
         num_layers=_int(_lookup(config, *_LAYER_KEYS)),
         num_kv_heads=_int(_lookup(config, *_KV_HEAD_KEYS)) or heads,
         head_dim=head_dim,
+        hidden_size=hidden,
+        intermediate_size=_int(_lookup(config, *_INTERMEDIATE_KEYS)),
+        num_heads=heads,
         merge=merge,
         ships_code=ships_code,
         warnings=tuple(warnings),
@@ -242,6 +246,9 @@ def _from_gguf(given: Path, file: Path, folder: Path | None, names: set[str]) ->
         num_layers=info.block_count,
         num_kv_heads=info.head_count_kv,
         head_dim=info.head_dim,
+        hidden_size=info.embedding_length,
+        intermediate_size=info.feed_forward_length,
+        num_heads=info.head_count,
         merge=merge,
         gguf_file=file,
         gguf_quantization=info.quantization,

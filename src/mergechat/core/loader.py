@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,15 @@ import torch
 
 from mergechat.core import model_defaults
 from mergechat.core.api import LoadProgress, LoadRequest, LoadStage, ModelState
-from mergechat.core.capabilities import Recommendation
+from mergechat.core.capabilities import ProbeResult, Recommendation
 from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
 from mergechat.core.error_translation import is_out_of_memory, out_of_memory_error
-from mergechat.core.errors import MergechatError, ModelFolderError
-from mergechat.core.fidelity import PROBE_TEXT, probe_logits
+from mergechat.core.errors import MergechatError
+from mergechat.core.fidelity import PROBE_TEXT
+from mergechat.core.finite_check import check_finite
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.probe_cache import machine_fingerprint
+from mergechat.core.probe_shape import shape_for
 
 Progress = Callable[[LoadProgress], None]
 
@@ -33,8 +36,6 @@ _STAGE_START: dict[LoadStage, float] = {
     "casting": 0.85,
     "warm-up": 0.92,
 }
-#: Elements checked at a time when looking for NaN/inf weights (bounds the scratch memory).
-_FINITE_CHUNK = 1 << 24
 
 
 @dataclass
@@ -54,6 +55,11 @@ class LoadedModel:
     #: The float32 CPU logits of the fidelity probe text in the current dtype (from the last
     #: NaN/inf check): the next precision switch compares against them without another pass.
     reference_logits: Any = None
+    #: The detector's predictions on the model's device, the dtypes safe for it, and the
+    #: machine's key: what calibration compares the measured speed with.
+    speed_probes: tuple[ProbeResult, ...] = ()
+    safe_dtypes: tuple[DType, ...] = ()
+    machine: str = ""
 
 
 def load(
@@ -74,8 +80,9 @@ def load(
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
     # matrix or an unsafe pickle stop here, before any weight is read.
     info = inspect.inspect_model(request.path, strict=True)
-    progress(LoadProgress("probing", _STAGE_START["probing"], "measuring devices and dtypes"))
-    caps = probe.detect(cache_file=probe_cache)
+    caps = probe.detect(
+        shape=shape_for(info), cache_file=probe_cache, progress=_probe_progress(progress)
+    )
     assessment = policy.assess(
         info,
         caps,
@@ -87,12 +94,18 @@ def load(
     release_previous()
     warnings = _unique((*info.warnings, *assessment.warnings, *rec.warnings))
     try:
-        return load_weights(
+        loaded = load_weights(
             info,
             rec,
             trust_remote_code=request.trust_remote_code,
             progress=progress,
             warnings=warnings,
+        )
+        return replace(
+            loaded,
+            speed_probes=tuple(p for p in caps.probes if p.device == rec.device),
+            safe_dtypes=assessment.safe_dtypes,
+            machine=machine_fingerprint(caps.devices, caps.torch_version),
         )
     except Exception as exc:
         if not is_out_of_memory(exc):
@@ -108,6 +121,17 @@ def load(
             free_bytes=fit.free_bytes if fit is not None else None,
             what="loading the model",
         ) from exc
+
+
+def _probe_progress(progress: Progress) -> Callable[[float, str], None]:
+    """Map the detector's 0..1 progress onto the load's probing stage."""
+    start, end = _STAGE_START["probing"], _STAGE_START["reading"]
+
+    def report(fraction: float, text: str) -> None:
+        progress(LoadProgress("probing", start + (end - start) * fraction, text))
+
+    report(0.0, "measuring devices and dtypes with this model's shapes")
+    return report
 
 
 def load_weights(
@@ -206,65 +230,6 @@ def prewarm_files(files: tuple[Path, ...], progress: Progress) -> None:
                     detail = f"shard {index}/{len(files)}, {_sizes(done, total)}"
                     fraction = _STAGE_START["reading"] + span * done / total
                     progress(LoadProgress("reading", fraction, detail))
-
-
-def check_finite(
-    model: Any, tokenizer: Any, dtype: DType, *, text: str = PROBE_TEXT, exact: bool = False
-) -> Any:
-    """Forward ``text``; raise when any logit is NaN/inf. Returns the float32 CPU logits.
-
-    The error names the weight tensors holding NaN/inf. NaN weights, or inf weights loaded
-    without a lossy cast (``exact``), come from the files: `ModelFolderError` (exit 2). Otherwise
-    the precision overflowed: `MergechatError` with a dtype hint.
-    """
-    logits = probe_logits(model, tokenizer, text)
-    if bool(torch.isfinite(logits).all()):
-        return logits
-    kinds = "NaN" if bool(torch.isnan(logits).any()) else "inf"
-    bad = nonfinite_weights(model)
-    if not bad:
-        raise MergechatError(
-            f"weights produce NaN/inf in {dtype}: the first forward pass gave {kinds} logits "
-            "although every weight is finite (the activations overflow)",
-            hint=_overflow_hint(dtype),
-        )
-    name, found = bad[0]
-    more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
-    message = (
-        f"weights produce NaN/inf in {dtype}: {name} holds {found}{more}; the first forward "
-        f"pass gave {kinds} logits"
-    )
-    if "NaN" in found or exact:
-        raise ModelFolderError(
-            message,
-            hint="the weight files hold NaN/inf values (a broken merge or save); redo the merge "
-            "or fetch the model again",
-        )
-    raise MergechatError(message, hint=_overflow_hint(dtype))
-
-
-def nonfinite_weights(model: Any) -> list[tuple[str, str]]:
-    """``(name, "NaN" | "inf" | "NaN and inf")`` for every parameter that is not finite."""
-    found: list[tuple[str, str]] = []
-    with torch.inference_mode():
-        for name, param in model.named_parameters():
-            if param.device.type == "meta" or not param.is_floating_point():
-                continue  # offloaded to disk, or not a float
-            nan = inf = False
-            for chunk in param.detach().reshape(-1).split(_FINITE_CHUNK):
-                nan = nan or bool(torch.isnan(chunk).any())
-                inf = inf or bool(torch.isinf(chunk).any())
-            if nan or inf:
-                found.append(
-                    (name, " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on))
-                )
-    return found
-
-
-def _overflow_hint(dtype: DType) -> str:
-    if dtype == "float16":
-        return "float16 overflows on large merged weights; choose bfloat16 or float32"
-    return "the weights on disk may be broken (check the merge), or choose float32"
 
 
 def read_dtype(model: Any) -> DType:

@@ -61,6 +61,10 @@ class ModelInfo:
     num_layers: int | None = None
     num_kv_heads: int | None = None
     head_dim: int | None = None
+    #: Width of the residual stream, of the MLP, and the query head count (the probe's shapes).
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_heads: int | None = None
     merge: MergeInfo | None = None
     #: For GGUF: the file inside a folder or the file itself, and its quantisation type name.
     gguf_file: Path | None = None

@@ -12,35 +12,33 @@ from mergechat.core.capabilities import (
     ChoiceVerdict,
     DeviceInfo,
     FitResult,
-    ProbeResult,
     Recommendation,
 )
 from mergechat.core.devices import parse_device
 from mergechat.core.dtypes import DTYPES, ITEMSIZE, DType, has_range_of, is_exact_cast
+from mergechat.core.fidelity_cache import float16_safety
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.verdict_rules import (
+    BUSY_TEXT,
+    choice_verdict,
+    fastest_dtype,
+    format_bytes,
+    native_phrase,
+    problem_clause,
+    where,
+)
 
 #: Context assumed for the KV cache when the caller gives none (capped model maximum).
 DEFAULT_CONTEXT_TOKENS: Final[int] = 4096
 #: Memory beyond weights + KV cache: runtime, activations, allocator slack.
 OVERHEAD_BYTES: Final[int] = 256 * 2**20
 OVERHEAD_SHARE: Final[float] = 0.05
-#: Another dtype must be at least this much faster before a note points it out.
+#: Another dtype must make turns at least this much faster before a note points it out.
 _FASTER_NOTE: Final[float] = 1.1
-#: With dtype auto, a dtype with the model's range (bfloat16 for a float32 model) replaces the
-#: model's own dtype when its probe is at least this much faster: on an AVX512-BF16 CPU bfloat16
-#: decodes 1.4-1.6x faster than float32, a gap users feel; below it, exact weights win.
-_SAME_RANGE_SWITCH: Final[float] = 1.3
-_NATIVE_FLAGS: Final[dict[DType, tuple[str, ...]]] = {
-    "bfloat16": ("amx_bf16", "avx512_bf16", "bf16"),
-    "float16": ("amx_fp16", "avx512_fp16", "asimdhp"),
-}
-
-
-def format_bytes(size: int) -> str:
-    """``9.1 GiB`` (or ``300 MiB`` below one GiB)."""
-    if size < 2**30:
-        return f"{size / 2**20:.0f} MiB"
-    return f"{size / 2**30:.1f} GiB"
+#: With dtype auto, another safe dtype replaces the model's own when its predicted turn is this
+#: much faster: a little for an exact cast (bfloat16 -> float32), clearly for one that rounds.
+_EXACT_SWITCH: Final[float] = 1.1
+_ROUNDING_SWITCH: Final[float] = 1.3
 
 
 def context_tokens_for(info: ModelInfo, context_tokens: int | None) -> int:
@@ -66,25 +64,6 @@ def _fit(info: ModelInfo, device: DeviceInfo, dtype: DType, tokens: int) -> FitR
     free = device.free_bytes
     fits = None if needed is None or free is None else needed <= free
     return FitResult(device.id, dtype, needed, free, fits)
-
-
-def _verdict(device: DeviceInfo, probe: ProbeResult | None, fit: FitResult) -> ChoiceVerdict:
-    """Combine probe and fit: unsupported beats does not fit, which beats slow."""
-    dtype = fit.dtype
-    if probe is None:
-        return ChoiceVerdict(device.id, dtype, "unsupported", "unsupported: not probed", None, fit)
-    if probe.verdict == "unsupported":
-        text = f"unsupported: {probe.error}" if probe.error else "unsupported"
-        return ChoiceVerdict(device.id, dtype, "unsupported", text, probe, fit)
-    if fit.fits is False:
-        assert fit.needed_bytes is not None and fit.free_bytes is not None
-        needed, free = format_bytes(fit.needed_bytes), format_bytes(fit.free_bytes)
-        text = f"does not fit: {needed} needed, {free} free"
-        return ChoiceVerdict(device.id, dtype, "does not fit", text, probe, fit)
-    if probe.verdict == "slow":
-        text = f"slow {probe.factor:.1f}x" if probe.factor else "slow"
-        return ChoiceVerdict(device.id, dtype, "slow", text, probe, fit)
-    return ChoiceVerdict(device.id, dtype, "ok", "ok", probe, fit)
 
 
 def _speed_key(v: ChoiceVerdict) -> float:
@@ -118,21 +97,31 @@ _Table = dict[tuple[str, DType], ChoiceVerdict]
 class _Chooser:
     """The decision rules over one model's verdict table."""
 
-    def __init__(self, info: ModelInfo, caps: Capabilities, tokens: int) -> None:
+    def __init__(
+        self, info: ModelInfo, caps: Capabilities, tokens: int, float16_safe: bool | None
+    ) -> None:
         self.info, self.caps, self.tokens = info, caps, tokens
         self.native = info.native_dtype
+        self.float16_safe = float16_safe
         merge_dtype = info.merge is not None and info.merge.effective_dtype is not None
         self.kind = "merge" if merge_dtype else "model"
         self.table: _Table = {}
         #: The same verdicts with memory fit ignored (for spreading over several devices).
         self.probe_only: _Table = {}
         for d in caps.devices:
+            fastest = fastest_dtype([p for p in caps.probes if p.device == d.id])
             for t in DTYPES:
-                fit = _fit(info, d, t, tokens)
-                self.table[(d.id, t)] = _verdict(d, caps.probe(d.id, t), fit)
-                self.probe_only[(d.id, t)] = _verdict(
-                    d, caps.probe(d.id, t), replace(fit, fits=None)
+                fit, probe = _fit(info, d, t, tokens), caps.probe(d.id, t)
+                self.table[(d.id, t)] = choice_verdict(d, probe, fit, fastest)
+                self.probe_only[(d.id, t)] = choice_verdict(
+                    d, probe, replace(fit, fits=None), fastest
                 )
+
+    def safe(self, dtype: DType) -> bool:
+        """Can ``dtype`` hold the model's values: by range, or float16 measured to fit them."""
+        if has_range_of(dtype, self.native):
+            return True
+        return dtype == "float16" and self.float16_safe is True
 
     def verdicts(self) -> tuple[ChoiceVerdict, ...]:
         """Every device x dtype verdict, devices in detection order, dtypes in `DTYPES` order."""
@@ -147,20 +136,27 @@ class _Chooser:
         if dtype != "auto":
             return self._user_pick(table[(device.id, dtype)])
         native = table[(device.id, self.native)]
+        if native.verdict == "ok" and native.probe is not None and not native.probe.reliable:
+            why = (
+                f"{self.native}: the {self.kind}'s dtype; speeds were {BUSY_TEXT} (other "
+                "programs used the CPU during the probe), so it keeps its own precision"
+            )
+            return self._with_notes(native, why, table, quiet=True)
         if native.verdict == "ok":
-            faster = self._faster_with_range(native, table)
+            faster = self._faster_safe(native, table)
             if faster is not None:
                 ratio = _speed_key(native) / _speed_key(faster)
                 rounds = "" if is_exact_cast(self.native, faster.dtype) else ", rounds the weights"
                 why = (
-                    f"{faster.dtype}: {ratio:.1f}x faster than {self.native} (the {self.kind}'s "
-                    f"dtype) on {_where(device)}, same range{rounds}; --dtype {self.native} "
-                    "keeps the weights as stored"
+                    f"{faster.dtype}: turns {ratio:.1f}x faster than in {self.native} (the "
+                    f"{self.kind}'s dtype) on {where(device)}, "
+                    f"{self._range_phrase(faster.dtype)}{rounds}; --dtype {self.native} keeps "
+                    "the weights as stored"
                 )
                 return self._with_notes(faster, why, table, said_rounding=True)
-            why = f"{self.native}: the {self.kind}'s dtype, {_native_phrase(device, self.native)}"
+            why = f"{self.native}: the {self.kind}'s dtype, {native_phrase(device, self.native)}"
             return self._with_notes(native, why, table)
-        safe = [table[(device.id, t)] for t in DTYPES if has_range_of(t, self.native)]
+        safe = [table[(device.id, t)] for t in DTYPES if self.safe(t)]
         for wanted in ("ok", "slow"):
             found = sorted((v for v in safe if v.verdict == wanted), key=_speed_key)
             if found:
@@ -168,12 +164,12 @@ class _Chooser:
                 if best is native:  # slow, yet the only safe dtype that fits
                     why = (
                         f"{self.native}: the {self.kind}'s dtype, {native.text} on "
-                        f"{_where(device)} but no other safe dtype fits"
+                        f"{where(device)} but no other safe dtype fits"
                     )
                 else:
                     why = (
                         f"{best.dtype}: {self.native} (the {self.kind}'s dtype) "
-                        f"{_problem(native)} on {_where(device)}; {best.dtype} is the fastest "
+                        f"{problem_clause(native)} on {where(device)}; {best.dtype} is the fastest "
                         "safe dtype that works"
                     )
                 warns = () if wanted == "ok" else (f"{best.dtype} on {device.id}: {best.text}",)
@@ -181,22 +177,29 @@ class _Chooser:
         # Nothing safe runs and fits: the native dtype unless it cannot run at all, said loudly.
         runnable = [v for v in safe if v.verdict != "unsupported"]
         best = native if native in runnable or not runnable else runnable[0]
-        why = f"{best.dtype}: no safe dtype runs and fits on {_where(device)}"
+        why = f"{best.dtype}: no safe dtype runs and fits on {where(device)}"
         return _Pick(best, why, (f"{best.dtype} on {device.id}: {best.text}",))
 
-    def _faster_with_range(self, native: ChoiceVerdict, table: _Table) -> ChoiceVerdict | None:
-        """An ``ok`` dtype with the native dtype's range that probed clearly faster, if any."""
-        best = _fastest_ok(table, native, lambda t: has_range_of(t, self.native))
-        if best is None or _speed_key(native) < _SAME_RANGE_SWITCH * _speed_key(best):
+    def _faster_safe(self, native: ChoiceVerdict, table: _Table) -> ChoiceVerdict | None:
+        """An ``ok``, safe dtype whose turns are predicted clearly faster than native's, if any."""
+        best = _fastest_ok(table, native, self.safe)
+        if best is None:
             return None
-        return best
+        exact = is_exact_cast(self.native, best.dtype)
+        needed = _EXACT_SWITCH if exact else _ROUNDING_SWITCH
+        return best if _speed_key(native) >= needed * _speed_key(best) else None
+
+    def _range_phrase(self, dtype: DType) -> str:
+        if has_range_of(dtype, self.native):
+            return "same range"
+        return "its values measured to fit float16 (doctor --fidelity)"
 
     def _user_pick(self, choice: ChoiceVerdict) -> _Pick:
         """The user's dtype, with warnings when it is slow, unsupported, too big or unsafe."""
         warns = []
         if choice.verdict != "ok":
             warns.append(f"{choice.dtype} on {choice.device}: {choice.text}")
-        if not has_range_of(choice.dtype, self.native):
+        if not self.safe(choice.dtype):
             warns.append(
                 f"{choice.dtype} cannot hold the largest {self.native} values: a {self.kind} "
                 f"saved in {self.native} can overflow to inf"
@@ -211,6 +214,7 @@ class _Chooser:
         warns: tuple[str, ...] = (),
         *,
         said_rounding: bool = False,
+        quiet: bool = False,
     ) -> _Pick:
         """Say when the pick rounds the weights (unless ``why`` said so already), and when another
         dtype measured clearly faster (a faster float16 is pointed out, never switched to
@@ -218,13 +222,13 @@ class _Chooser:
         notes = list(warns)
         if not said_rounding and not is_exact_cast(self.native, choice.dtype):
             notes.append(f"{choice.dtype} rounds the {self.native} weights (fewer mantissa bits)")
-        fastest = _fastest_ok(table, choice)
+        fastest = None if quiet else _fastest_ok(table, choice)
         if fastest is None or _speed_key(choice) < _FASTER_NOTE * _speed_key(fastest):
             return _Pick(choice, why, tuple(notes))
         other = fastest.dtype
-        head = f"{other} measured {_speed_key(choice) / _speed_key(fastest):.1f}x faster"
+        head = f"{other} turns measured {_speed_key(choice) / _speed_key(fastest):.1f}x faster"
         flag = f"pick it with --dtype {other}"
-        if not has_range_of(other, self.native):
+        if not self.safe(other):
             notes.append(f"{head} but a {self.native} {self.kind} can overflow in {other}; {flag}")
         elif is_exact_cast(self.native, other):
             notes.append(f"{head} and holds every {self.native} value exactly; {flag}")
@@ -297,30 +301,6 @@ def _recommendation(
     return Recommendation(device.id, pick.choice.dtype, device_map, reason, pick.warnings)
 
 
-def _native_phrase(device: DeviceInfo, dtype: DType) -> str:
-    """``runs natively on this CPU (avx512_bf16)`` or ``measured ok on NVIDIA A100``."""
-    if device.kind == "cpu":
-        flags = [f for f in _NATIVE_FLAGS.get(dtype, ()) if f in device.features]
-        if flags:
-            return f"runs natively on this CPU ({', '.join(flags)})"
-        return "measured ok on this CPU"
-    if dtype == "bfloat16" and device.bf16_native:
-        return f"runs natively on {device.id} ({device.name})"
-    return f"measured ok on {device.id} ({device.name})"
-
-
-def _where(device: DeviceInfo) -> str:
-    return "this CPU" if device.kind == "cpu" else device.id
-
-
-def _problem(v: ChoiceVerdict) -> str:
-    """``is slow (4.2x)``, ``is unsupported``, ``does not fit``: the verdict as a clause."""
-    if v.verdict == "slow":
-        factor = v.probe.factor if v.probe is not None else None
-        return f"is slow ({factor:.1f}x)" if factor else "is slow"
-    return "does not fit" if v.verdict == "does not fit" else "is unsupported"
-
-
 def assess(
     info: ModelInfo,
     caps: Capabilities,
@@ -328,15 +308,22 @@ def assess(
     device: str = "auto",
     dtype: DType | Literal["auto"] = "auto",
     context_tokens: int | None = None,
+    float16_safe: bool | None = None,
 ) -> Assessment:
     """Verdicts for every device x dtype for ``info`` and the recommended choice, with reasons.
 
     ``device`` is validated against ``caps`` (`DeviceUnavailableError` when absent); an explicit
     ``device`` or ``dtype`` always wins, with warnings when its verdict is not ``ok``.
+    ``float16_safe`` is the fidelity audit's finding for a model whose dtype float16 cannot
+    hold by range; None reads what ``doctor --fidelity`` remembered for this model (never
+    audited: float16 stays unsafe for it).
     """
     spec = parse_device(device, caps.devices)
     tokens = context_tokens_for(info, context_tokens)
-    chooser = _Chooser(info, caps, tokens)
+    if float16_safe is None:
+        safety = float16_safety(info)
+        float16_safe = safety.safe if safety is not None else None
+    chooser = _Chooser(info, caps, tokens, float16_safe)
     general = []
     if needed_bytes(info, info.native_dtype, tokens) is None:
         general.append("the model's size is unknown, so memory fit was not checked")
@@ -344,4 +331,5 @@ def assess(
         general.append(
             "the KV cache size is unknown (no layer/head counts); fit counts weights only"
         )
-    return Assessment(chooser.verdicts(), chooser.recommend(spec, dtype), tuple(general))
+    safe = tuple(t for t in DTYPES if chooser.safe(t))
+    return Assessment(chooser.verdicts(), chooser.recommend(spec, dtype), tuple(general), safe)

@@ -1,7 +1,7 @@
-"""The probe cache file: probe results per machine fingerprint and torch version.
+"""The probe cache file: probe results per machine fingerprint, torch version and model shape.
 
-Probing takes about half a second; the cache makes every later start read it in well under a
-millisecond. The file is JSON, written atomically, and anything malformed in it counts as absent.
+Probing takes a few seconds; the cache makes every later start with the same model shape
+read it at once. The file is JSON, written atomically; anything malformed counts as absent.
 """
 
 from __future__ import annotations
@@ -19,20 +19,28 @@ from typing import Any, Final
 from mergechat.core import locations
 from mergechat.core.capabilities import DeviceInfo, ProbeResult, Verdict
 from mergechat.core.dtypes import DTYPES, normalize_dtype
+from mergechat.core.probe_shape import ProbeShape
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the entry format changes; entries of another version are ignored.
-CACHE_VERSION: Final[int] = 1
+CACHE_VERSION: Final[int] = 2
+#: Entries kept (one per machine x torch x model shape); the oldest go first.
+MAX_ENTRIES: Final[int] = 64
 
 
 def machine_fingerprint(devices: Iterable[DeviceInfo], torch_version: str) -> str:
-    """A stable key for the probe cache: device names, CPU flags, capabilities, torch version."""
+    """A stable key for the machine: device names, CPU flags, capabilities, torch version."""
     parts = [f"torch={torch_version}"]
     for d in devices:
         cc = ".".join(map(str, d.compute_capability)) if d.compute_capability else ""
         parts.append(f"{d.id}|{d.name}|{','.join(sorted(d.features))}|{cc}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def cache_key(devices: Iterable[DeviceInfo], torch_version: str, shape: ProbeShape) -> str:
+    """The cache key of one probe: machine fingerprint, torch version and model shape."""
+    return f"{machine_fingerprint(devices, torch_version)}:{shape.key()}"
 
 
 def read_entries(path: Path) -> dict[str, Any]:
@@ -68,11 +76,37 @@ def probes_from_entry(entry: Any, devices: tuple[DeviceInfo, ...]) -> tuple[Prob
                 _float_or_none(item["seconds"]),
                 _float_or_none(item["factor"]),
                 None if error is None else str(error),
+                decode_s=_float_or_none(item["decode_s"]),
+                prefill_s=_float_or_none(item["prefill_s"]),
+                decode_factor=_float_or_none(item["decode_factor"]),
+                prefill_factor=_float_or_none(item["prefill_factor"]),
+                reliable=bool(item["reliable"]),
             )
         )
     if {(p.device, p.dtype) for p in probes} != {(d.id, t) for d in devices for t in DTYPES}:
         raise ValueError("the cached probes do not cover these devices")
     return tuple(probes)
+
+
+def store_entry(
+    path: Path,
+    key: str,
+    entry: dict[str, Any],
+    *,
+    devices: Iterable[DeviceInfo],
+    torch_version: str,
+) -> None:
+    """Add one entry (re-reading the file: another process may have added its own)."""
+    entries = read_entries(path)
+    entries.pop(key, None)
+    entries[key] = {
+        **entry,
+        "torch": torch_version,
+        "devices": [f"{d.id}: {d.name}" for d in devices],
+    }
+    while len(entries) > MAX_ENTRIES:
+        entries.pop(next(iter(entries)))
+    write_entries(path, entries)
 
 
 def write_entries(path: Path, entries: dict[str, Any]) -> None:

@@ -12,9 +12,9 @@ from mergechat.core.dtypes import DType, is_exact_cast, torch_dtype
 from mergechat.core.error_translation import translate
 from mergechat.core.errors import MergechatError
 from mergechat.core.fidelity import PROBE_TEXT, compare_logits, probe_logits
+from mergechat.core.finite_check import check_finite
 from mergechat.core.loader import (
     LoadedModel,
-    check_finite,
     holds_disk_values,
     load_weights,
     read_dtype,
@@ -114,7 +114,14 @@ def _reload(loaded: LoadedModel, target: DType) -> LoadedModel:
     release(loaded)
     fresh = load_weights(loaded.info, rec, trust_remote_code=loaded.trust_remote_code)
     state = dataclasses.replace(fresh.state, reason=_USER_CHOICE)
-    return dataclasses.replace(fresh, state=state, warnings=loaded.warnings)
+    return dataclasses.replace(
+        fresh,
+        state=state,
+        warnings=loaded.warnings,
+        speed_probes=loaded.speed_probes,
+        safe_dtypes=loaded.safe_dtypes,
+        machine=loaded.machine,
+    )
 
 
 def _restore(

@@ -286,7 +286,7 @@ class MergechatApp(App[int]):
         if state is None:
             self.notify("No model is loaded: press F2 to choose one.", severity="warning")
             return
-        verdicts = precision_verdicts(self.capabilities, state.device)
+        verdicts = precision_verdicts(self.capabilities, state.device, state)
         self.push_screen(PrecisionScreen(state.dtype, verdicts), self._on_precision_chosen)
 
     def _on_precision_chosen(self, dtype: DType | None) -> None:

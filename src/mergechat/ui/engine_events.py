@@ -13,6 +13,7 @@ from mergechat.core.api import (
     LoadFailed,
     LoadProgress,
     ModelLoaded,
+    ModelState,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
@@ -21,7 +22,7 @@ from mergechat.core.api import (
     SwitchStarted,
 )
 from mergechat.ui.runtime import freeze_long_lived_objects
-from mergechat.ui.verdicts import device_id
+from mergechat.ui.verdicts import device_id, faster_text
 
 if TYPE_CHECKING:
     from mergechat.ui.app import MergechatApp
@@ -92,6 +93,7 @@ class EngineEventRouter:
         )
         for warning in event.warnings:
             app.notify(warning, severity="warning", timeout=10, markup=False)
+        self._say_faster(state)
         app.remember_loaded_model(state)
         chat.use_model(state.path)
         if not self._conversation_opened:
@@ -145,6 +147,17 @@ class EngineEventRouter:
         if event.fidelity is not None:
             text += f"\n{event.fidelity.summary()}"
         app.notify(text, title="Precision switched", timeout=15, markup=False)
+        self._say_faster(event.state)
+
+    def _say_faster(self, state: ModelState) -> None:
+        """The once-per-model-and-machine note that a safe precision makes turns faster."""
+        speed = state.speed
+        if speed is None or not speed.say_faster:
+            return
+        key = self.app.config.keymap.get("precision", "ctrl+t").split(",")[0].strip()
+        text = faster_text(speed, key)
+        if text is not None:
+            self.app.notify(text, title="Faster precision", timeout=20, markup=False)
 
     def _switch_failed(self, event: SwitchFailed) -> None:
         app, chat = self.app, self.app.chat

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergechat.core.api import CapabilitiesReady, ModelState
-from mergechat.core.capabilities import ProbeResult, Recommendation
+from mergechat.core.capabilities import Recommendation
 from mergechat.core.config import Config
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.verdict_rules import probe_verdict_text
 from mergechat.core.visible import escape_control
 
 #: Verdicts that make a choice impossible to apply.
@@ -30,23 +31,18 @@ class VerdictRow:
     text: str
 
 
-def probe_text(probe: ProbeResult) -> str:
-    """A `ChoiceVerdict`-style text for a probe alone (no memory fit known)."""
-    if probe.verdict == "slow":
-        return f"slow {probe.factor:.1f}x" if probe.factor else "slow"
-    if probe.verdict == "unsupported" and probe.error:
-        return f"unsupported: {probe.error}"
-    return probe.verdict
-
-
 def verdict_rows(event: CapabilitiesReady | None) -> list[VerdictRow]:
     """Every device x dtype verdict in ``event``: the model's assessment, else the bare probes."""
     if event is None:
         return []
     if event.assessment is not None:
-        return [VerdictRow(v.device, v.dtype, v.verdict, v.text) for v in event.assessment.verdicts]
+        return [
+            VerdictRow(v.device, v.dtype, v.verdict, f"{v.text} · {v.speed}" if v.speed else v.text)
+            for v in event.assessment.verdicts
+        ]
     return [
-        VerdictRow(p.device, p.dtype, p.verdict, probe_text(p)) for p in event.capabilities.probes
+        VerdictRow(p.device, p.dtype, p.verdict, probe_verdict_text(p))
+        for p in event.capabilities.probes
     ]
 
 

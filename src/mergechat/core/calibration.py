@@ -1,0 +1,123 @@
+"""Time the loaded model's own prefill and decode, compare with the probe's prediction, and find
+a safe precision that would make turns clearly faster (said once per model and machine)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from mergechat.core import locations
+from mergechat.core.api import MeasuredSpeed
+from mergechat.core.capabilities import ProbeResult
+from mergechat.core.dtypes import DType
+from mergechat.core.fidelity import PROBE_TEXT
+from mergechat.core.probe_shape import TURN_NEW_TOKENS, TURN_PROMPT_TOKENS
+
+#: Another safe precision is pointed out when its calibrated turn is at least this much faster.
+FASTER_HINT: Final[float] = 1.2
+#: Decode steps timed (their median is the rate); fewer when one step is slow.
+DECODE_STEPS: Final[int] = 6
+_SLOW_STEP_S: Final[float] = 1.0
+
+
+def time_model(model: Any, tokenizer: Any, sync: Callable[[], None]) -> tuple[float, float]:
+    """(prefill, decode) seconds per token of the real model on the fixed probe text."""
+    import torch
+
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"].to(model.device)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        sync()
+        prefill = (time.perf_counter() - start) / ids.shape[1]
+        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        steps: list[float] = []
+        while len(steps) < DECODE_STEPS:
+            start = time.perf_counter()
+            out = model(input_ids=token, cache=cache, use_cache=True)
+            sync()
+            steps.append(time.perf_counter() - start)
+            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            if steps[-1] > _SLOW_STEP_S and len(steps) >= 2:
+                break
+    return prefill, statistics.median(steps)
+
+
+def _turn(prefill: float, decode: float) -> float:
+    return TURN_PROMPT_TOKENS * prefill + TURN_NEW_TOKENS * decode
+
+
+def compare(
+    dtype: DType,
+    measured: tuple[float, float],
+    probes: Sequence[ProbeResult],
+    safe: Callable[[DType], bool],
+) -> MeasuredSpeed:
+    """The measured speed beside the prediction, and a clearly faster safe dtype if any.
+
+    Other dtypes' turns are the probe's predictions corrected by what this model showed: the
+    prefill by the measured/predicted ratio, the decode by the per-token time the probe did
+    not see (framework overhead, the same in every dtype).
+    """
+    prefill, decode = measured
+    mine = next((p for p in probes if p.dtype == dtype), None)
+    speed = MeasuredSpeed(1 / prefill, 1 / decode)
+    if mine is None or mine.prefill_s is None or mine.decode_s is None:
+        return speed
+    speed = MeasuredSpeed(1 / prefill, 1 / decode, 1 / mine.prefill_s, 1 / mine.decode_s)
+    if not mine.reliable:
+        return speed
+    scale = prefill / mine.prefill_s
+    overhead = max(0.0, decode - mine.decode_s)
+    best: tuple[DType, float] | None = None
+    for other in probes:
+        if other.dtype == dtype or not safe(other.dtype) or other.verdict != "ok":
+            continue
+        if other.prefill_s is None or other.decode_s is None or not other.reliable:
+            continue
+        gain = _turn(prefill, decode) / _turn(other.prefill_s * scale, other.decode_s + overhead)
+        if gain >= FASTER_HINT and (best is None or gain > best[1]):
+            best = (other.dtype, gain)
+    if best is None:
+        return speed
+    return MeasuredSpeed(
+        speed.prefill_tokens_per_s,
+        speed.decode_tokens_per_s,
+        speed.predicted_prefill_tokens_per_s,
+        speed.predicted_decode_tokens_per_s,
+        faster_dtype=best[0],
+        faster_by=best[1],
+    )
+
+
+def _hints_file() -> Path:
+    return locations.probe_cache_file().with_name("faster_hints.json")
+
+
+def first_time(model_path: Path, machine: str, dtype: DType) -> bool:
+    """True the first time a faster ``dtype`` is pointed out for this model on this machine;
+    remembers it, so the next run stays quiet (an unwritable file only means saying it again)."""
+    path = _hints_file()
+    key = hashlib.sha256(f"{model_path}|{machine}|{dtype}".encode()).hexdigest()[:24]
+    try:
+        seen = json.loads(path.read_text(encoding="utf-8"))
+        seen = seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError):
+        seen = {}
+    if key in seen:
+        return False
+    seen[key] = time.time()
+    try:
+        locations.ensure_private_dir(path.parent)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(seen), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    except OSError:
+        pass
+    return True
