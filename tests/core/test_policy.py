@@ -408,7 +408,7 @@ def test_a_bf16_merge_on_an_avx2_cpu_runs_as_float32_for_faster_turns() -> None:
     assert "is slow (2.2x)" in rec.reason
     bf16 = result.verdict("cpu", "bfloat16")
     assert bf16 is not None and bf16.text == "slow 2.2x per turn"
-    assert bf16.speed == "decode 1.3x faster, prompts 6.8x slower than float32"
+    assert bf16.speed == "decode 1.3x faster, prompts 6.8x slower (vs float32)"
     fp32 = result.verdict("cpu", "float32")
     assert fp32 is not None and fp32.speed == "fastest per turn"
 

@@ -116,7 +116,7 @@ class ChoiceVerdict:
     probe: ProbeResult | None = None
     fit: FitResult | None = None
     #: Decode and prompt speed against the device's fastest dtype (``decode 1.3x faster,
-    #: prompts 6.8x slower than float32``), empty when not measured.
+    #: prompts 6.8x slower (vs float32)``), empty when not measured.
     speed: str = ""
 
 

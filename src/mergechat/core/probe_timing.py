@@ -24,7 +24,7 @@ SLOW_FACTOR: Final[float] = 2.0
 #: Seconds of timing rounds per device: at least `MIN_CLEAN` undisturbed rounds within the
 #: soft budget, more rounds (disturbed ones measured again) up to the hard budget.
 SOFT_BUDGET_S: Final[float] = 1.5
-HARD_BUDGET_S: Final[float] = 3.0
+HARD_BUDGET_S: Final[float] = 2.5
 MIN_CLEAN: Final[int] = 3
 MAX_ROUNDS: Final[int] = 12
 #: One piece of work still unfinished after this long stops between stages and is extrapolated.

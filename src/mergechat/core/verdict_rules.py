@@ -35,14 +35,14 @@ def _relative(label: str, factor: float) -> str:
 
 def speed_text(probe: ProbeResult | None, fastest: str | None) -> str:
     """Decode and prompt speed against the device's fastest-turn dtype, e.g. ``decode 1.3x
-    faster, prompts 6.8x slower than float32``; empty when there is nothing to compare."""
+    faster, prompts 6.8x slower (vs float32)``; empty when there is nothing to compare."""
     if probe is None or probe.decode_factor is None or probe.prefill_factor is None:
         return ""
     if fastest is None or fastest == probe.dtype:
         return "fastest per turn"
     decode = _relative("decode", probe.decode_factor)
     prompts = _relative("prompts", probe.prefill_factor)
-    return f"{decode}, {prompts} than {fastest}"
+    return f"{decode}, {prompts} (vs {fastest})"
 
 
 def choice_verdict(
