@@ -7,19 +7,15 @@ counts as absent.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-from mergechat.core import locations
+from mergechat.core import json_cache, locations
 from mergechat.core.dtypes import DType
 from mergechat.core.model_info import ModelInfo
 
@@ -111,30 +107,11 @@ def model_key(info: ModelInfo) -> str | None:
 
 
 def _read_entries(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
+    return json_cache.read_entries(path, CACHE_VERSION)
 
 
 def _write_entries(path: Path, entries: dict[str, Any]) -> None:
-    """Write atomically (mkstemp makes the file 0600): a crash never leaves half a file."""
-    tmp: str | None = None
-    try:
-        locations.ensure_private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".fidelity-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "entries": entries}, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:
-        log.warning("could not write the fidelity cache %s", path, exc_info=True)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    json_cache.write_entries(path, CACHE_VERSION, entries)
 
 
 def remember(info: ModelInfo, safety: Float16Safety, rows: tuple[FidelityRow, ...]) -> None:

@@ -6,17 +6,13 @@ read it at once. The file is JSON, written atomically; anything malformed counts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from mergechat.core import locations
+from mergechat.core import json_cache
 from mergechat.core.capabilities import DeviceInfo, ProbeResult, Verdict
 from mergechat.core.dtypes import DTYPES, normalize_dtype
 from mergechat.core.probe_shape import ProbeShape
@@ -45,14 +41,7 @@ def cache_key(devices: Iterable[DeviceInfo], torch_version: str, shape: ProbeSha
 
 def read_entries(path: Path) -> dict[str, Any]:
     """The cache file's entries; an unreadable or malformed file counts as empty."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
+    return json_cache.read_entries(path, CACHE_VERSION)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -111,15 +100,4 @@ def store_entry(
 
 def write_entries(path: Path, entries: dict[str, Any]) -> None:
     """Write the cache atomically: a crash mid-write must not leave half a file."""
-    tmp: str | None = None
-    try:
-        locations.ensure_private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".probes-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "entries": entries}, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:
-        log.warning("could not write the probe cache %s", path, exc_info=True)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    json_cache.write_entries(path, CACHE_VERSION, entries)
