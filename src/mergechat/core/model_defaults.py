@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mergechat.core.config import check_generation_value
+from mergechat.core.visible import escape_control
 
 FILE_NAME = "generation_config.json"
 #: The keys mergechat has settings for, checked with the settings' own rules.
@@ -96,7 +97,7 @@ def load_kwargs(folder: Path) -> tuple[dict[str, Any], str | None]:
     try:
         config = GenerationConfig.from_dict(dict(defaults.values or {}))
     except (TypeError, ValueError) as exc:
-        text = "".join(c if c.isprintable() else "?" for c in " ".join(str(exc).split()))
+        text = escape_control(" ".join(str(exc).split()))
         reason = "transformers rejects it: " + text[:160]
         defaults = ModelDefaults(None, unusable=reason)
         config = GenerationConfig.from_dict({})
