@@ -508,9 +508,10 @@ def test_the_source_runs_no_shell_and_evaluates_nothing() -> None:
                     if node.args and isinstance(node.args[0], ast.Constant | ast.JoinedStr):
                         found.append(f"{where} gives subprocess a command string")
     assert found == []
-    # The only child processes: pip (fetching the demo wheel) and the GGUF converter, both with
-    # an argv list built from fixed words and paths. A new one needs the same review.
-    assert subprocess_users == {"core/demo_fetch.py", "core/gguf_convert.py"}
+    # The only child processes: pip (fetching the demo wheel), the GGUF converter and the
+    # engine's server under `mergechat serve`, each with an argv list built from fixed words,
+    # paths and checked numbers. A new one needs the same review.
+    assert subprocess_users == {"core/demo_fetch.py", "core/gguf_convert.py", "serve.py"}
 
 
 # -- user-only files -------------------------------------------------------------------------------

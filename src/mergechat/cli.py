@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mergechat",
         description="Chat with a local Hugging Face model or mergekit merge in the terminal.",
         epilog="Other commands: `mergechat doctor [PATH]` (what this machine runs, and how fast), "
-        "`mergechat history list|show|export|delete` (saved conversations). "
+        "`mergechat history list|show|export|delete` (saved conversations), "
+        "`mergechat serve PATH` (an OpenAI-compatible server for other machines). "
         "Try it: `mergechat --demo`. "
         "Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
         allow_abbrev=False,
@@ -361,12 +362,25 @@ def _run_doctor(args: argparse.Namespace) -> int:
     )
 
 
+def _serve_parser() -> argparse.ArgumentParser:
+    from mergechat.serve import build_serve_parser
+
+    return build_serve_parser()
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from mergechat.serve import run_serve
+
+    return run_serve(args)
+
+
 Runner = Callable[[argparse.Namespace], int]
 
 #: Subcommands by name: a parser builder and a runner.
 SUBCOMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Runner]] = {
     "doctor": (build_doctor_parser, _run_doctor),
     "history": (build_history_parser, run_history),
+    "serve": (_serve_parser, _run_serve),
 }
 
 
