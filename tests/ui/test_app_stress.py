@@ -1,6 +1,6 @@
 """The app with the real engine under faults and load: a reply failing mid-stream, a switch
-while a reply streams, prompts and stops through the chat screen, and 200 prompts back to back
-through the app's engine client (no leaked threads, flat memory)."""
+queued while a reply streams, prompts and stops through the chat screen, and 200 prompts back to
+back through the app's engine client (no leaked threads, flat memory)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
+from mergechat.core.dtypes import DType
 from mergechat.core.history import HistoryStore, default_path
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
@@ -136,7 +137,7 @@ async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_w
     assert saved[1][2] == partial
 
 
-async def test_a_switch_asked_for_while_a_reply_streams_is_refused_and_works_after(
+async def test_a_switch_asked_for_while_a_reply_streams_is_queued_and_runs_after_it(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_forward = LlamaForCausalLM.forward
@@ -152,15 +153,27 @@ async def test_a_switch_asked_for_while_a_reply_streams_is_refused_and_works_aft
         chat = app.chat
         await _send(app, pilot, "Tell me a long story")
         await wait_for(pilot, lambda: chat.conversation.busy and _replies(app)[-1].streaming)
-        app.switch_precision("float32")
-        assert chat.phase == "generating"
-        await pilot.pause()
-        assert any("Cannot switch while generating" in n.message for n in app._notifications)
-        await pilot.press("escape")
-        await _ready(app, pilot)
-        assert app.model_state is not None and app.model_state.dtype == "bfloat16"
+        asked: list[str] = []
+        switch_dtype = app.engine.switch_dtype
 
+        def recorded_switch(dtype: DType) -> None:
+            asked.append(dtype)
+            switch_dtype(dtype)
+
+        monkeypatch.setattr(app.engine, "switch_dtype", recorded_switch)
         app.switch_precision("float32")
+        # Queued behind the reply, which goes on; the status bar says what comes next.
+        assert chat.phase == "generating" and app.switcher.queued == "float32" and asked == []
+        assert chat.status.info.queued_dtype == "float32"
+        await pilot.press("escape")  # the reply stops; the queued switch runs after it
+        await wait_for(pilot, lambda: asked == ["float32"])
+        await _ready(app, pilot)
+        assert app.model_state is not None and app.model_state.dtype == "float32"
+        assert chat.status.info.dtype == "float32" and chat.status.info.queued_dtype == ""
+        stopped = _replies(app)[-1]
+        await wait_for(pilot, lambda: "bfloat16 · cpu · stopped" in stopped.footer_text)
+
+        app.switch_precision("bfloat16")
         assert chat.phase == "switching"
         # While it switches: a prompt is refused (the text stays), Escape has nothing to stop.
         await _send(app, pilot, "Are you there?")
@@ -168,15 +181,15 @@ async def test_a_switch_asked_for_while_a_reply_streams_is_refused_and_works_aft
         assert chat.prompt.text == "Are you there?"
         await wait_for(pilot, lambda: chat.phase != "switching", 60)
         assert chat.phase == "ready"
-        assert app.model_state is not None and app.model_state.dtype == "float32"
-        assert chat.status.info.dtype == "float32"
+        assert app.model_state is not None and app.model_state.dtype == "bfloat16"
+        assert asked == ["float32", "bfloat16"]
         shown = len(_replies(app))
         chat.action_send()  # the text kept in the input, sent now
         await wait_for(pilot, lambda: len(_replies(app)) > shown and _replies(app)[-1].streaming)
         await pilot.press("escape")
         await _ready(app, pilot)
         reply = _replies(app)[-1]
-        await wait_for(pilot, lambda: "float32 · cpu · stopped" in reply.footer_text)
+        await wait_for(pilot, lambda: "bfloat16 · cpu · stopped" in reply.footer_text)
 
 
 async def test_prompts_through_the_chat_screen_with_stops_and_new_chats(

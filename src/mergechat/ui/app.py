@@ -41,11 +41,11 @@ from mergechat.ui.engine_events import EngineEventRouter
 from mergechat.ui.engine_proxy import DeferredEngine
 from mergechat.ui.messages import EngineEventMessage, EngineReady, EngineStartFailed
 from mergechat.ui.options import AppOptions
+from mergechat.ui.precision_switch import PrecisionSwitcher
 from mergechat.ui.runtime import EngineFactory, freeze_long_lived_objects, real_engine
 from mergechat.ui.screens.chat import ChatScreen
 from mergechat.ui.start_config import effective_config, load_request
 from mergechat.ui.themes import register_themes, resolve_theme_name
-from mergechat.ui.verdicts import precision_verdicts
 from mergechat.ui.widgets.status_bar import StatusInfo
 
 if TYPE_CHECKING:
@@ -102,6 +102,8 @@ class MergechatApp(App[int]):
         self.chat.prompt_placeholder = prompt_placeholder(self.config.keymap)
         self._startup_theme = ""
         self.events = EngineEventRouter(self)
+        #: Switches now, or queues one switch behind a streaming reply.
+        self.switcher = PrecisionSwitcher(self)
 
     def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None:
         """Every notice shows its text as text: a path or a model's error cannot drive the
@@ -200,6 +202,7 @@ class MergechatApp(App[int]):
     def _load(self, request: LoadRequest, *, restore: bool = False) -> None:
         if self.chat.conversation.busy:
             self.engine.cancel()
+        self.switcher.drop("a model is loading")
         self.pending_request, self._restoring = request, restore
         self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=request.path.name)
         self.chat.load_progress.show_progress("starting", 0.0, str(request.path))
@@ -279,32 +282,14 @@ class MergechatApp(App[int]):
             self.switch_precision(result.switch_dtype)
 
     def action_precision(self) -> None:
-        """Open the precision menu for the loaded model."""
-        from mergechat.ui.screens.precision import PrecisionScreen
-
-        state = self.model_state
-        if state is None:
-            self.notify("No model is loaded: press F2 to choose one.", severity="warning")
-            return
-        verdicts = precision_verdicts(self.capabilities, state.device, state)
-        self.push_screen(PrecisionScreen(state.dtype, verdicts), self._on_precision_chosen)
-
-    def _on_precision_chosen(self, dtype: DType | None) -> None:
-        if dtype is not None:
-            self.switch_precision(dtype)
+        """Open the precision menu for the loaded model (during a reply: switch after it)."""
+        menu = self.switcher.menu()
+        if menu is not None:
+            self.push_screen(*menu)
 
     def switch_precision(self, dtype: DType) -> None:
-        """Switch the loaded model to ``dtype`` (the conversation stays)."""
-        state = self.model_state
-        if state is None:
-            self.notify("No model is loaded: press F2 to choose one.", severity="warning")
-        elif self.chat.phase != "ready":
-            self.notify(f"Cannot switch while {self.chat.phase}.", severity="warning")
-        elif dtype == state.dtype:
-            self.notify(f"The weights are already {dtype}.")
-        else:
-            self.chat.set_phase("switching")
-            self.engine.switch_dtype(dtype)
+        """Switch the loaded model to ``dtype`` now, or after the reply that is streaming."""
+        self.switcher.request(dtype)
 
     async def action_quit(self) -> None:
         """Quit with exit code 0 (the terminal is restored by Textual)."""

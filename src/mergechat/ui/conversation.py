@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,8 @@ class Conversation:
         self.pending: PendingReply | None = None
         #: How the last assistant message ended (None: no reply yet, or it failed).
         self.last_finish: FinishReason | None = None
+        #: Called when the reply in flight ends: finished, stopped, failed or cleared away.
+        self.on_reply_end: Callable[[], None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -80,15 +83,22 @@ class Conversation:
         elif text or finish != "stopped":
             self.messages.append(ChatMessage("assistant", text))
         self.last_finish = finish
+        self._ended(pending)
 
     def fail(self) -> None:
         """Forget the reply in flight; a failed reply is not part of the conversation."""
         pending, self.pending = self.pending, None
         if pending is not None and pending.kind != "continue":
             self.last_finish = None
+        self._ended(pending)
 
     def clear(self) -> None:
-        """Start a new chat."""
+        """Start a new chat (a reply in flight is forgotten: its engine events are ignored)."""
+        pending, self.pending = self.pending, None
         self.messages.clear()
-        self.pending = None
         self.last_finish = None
+        self._ended(pending)
+
+    def _ended(self, pending: PendingReply | None) -> None:
+        if pending is not None and self.on_reply_end is not None:
+            self.on_reply_end()

@@ -32,7 +32,11 @@ def _verdict_style(verdict: str) -> str:
 
 
 class PrecisionScreen(ModalScreen[DType | None]):
-    """Dismisses with the chosen `DType`, or None on Escape. Unusable ones explain why."""
+    """Dismisses with the chosen `DType`, or None on Escape. Unusable ones explain why.
+
+    ``after_reply``: a reply is streaming, so a choice waits for it; ``queued`` is the switch
+    already waiting (marked, and Escape cancels it).
+    """
 
     CSS_PATH = "../styles/precision.tcss"
     AUTO_FOCUS = "#precision-options"
@@ -44,22 +48,40 @@ class PrecisionScreen(ModalScreen[DType | None]):
         ),
     ]
 
-    def __init__(self, current: DType | None, verdicts: Mapping[DType, str]) -> None:
+    def __init__(
+        self,
+        current: DType | None,
+        verdicts: Mapping[DType, str],
+        *,
+        queued: DType | None = None,
+        after_reply: bool = False,
+    ) -> None:
         super().__init__()
         self._current = current
         self._verdicts = dict(verdicts)
+        self._queued = queued
+        self._after_reply = after_reply or queued is not None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="precision-dialog"):
-            yield Static("Precision", id="precision-title")
+            yield Static(self._title(), id="precision-title")
             yield OptionList(
                 *(self._option(n, d) for n, d in enumerate(DTYPES, 1)), id="precision-options"
             )
             yield Static("", id="precision-notice")
-            yield Static(
-                Content.styled("1-3 or ↑↓ Enter: switch · Esc: cancel", "$text-muted"),
-                id="precision-help",
-            )
+            yield Static(Content.styled(self._help(), "$text-muted"), id="precision-help")
+
+    def _title(self) -> str:
+        if self._queued is not None:
+            return f"Precision: switching to {self._queued} after this reply"
+        return "Precision: a choice waits for this reply" if self._after_reply else "Precision"
+
+    def _help(self) -> str:
+        if self._queued is not None:
+            return "1-3 or ↑↓ Enter: switch after this reply · Esc: cancel the switch"
+        if self._after_reply:
+            return "1-3 or ↑↓ Enter: switch after this reply · Esc: close"
+        return "1-3 or ↑↓ Enter: switch · Esc: cancel"
 
     def _option(self, number: int, dtype: DType) -> Option:
         verdict = self._verdicts.get(dtype, "not measured")
@@ -70,12 +92,14 @@ class PrecisionScreen(ModalScreen[DType | None]):
             (f"{dtype:<9} ", "bold" if current else ""),
             (verdict, _verdict_style(verdict)),
             ("  (current)" if current else "", "$text-muted"),
+            ("  (after this reply)" if dtype == self._queued else "", "$text-accent"),
         )
         return Option(prompt, id=dtype)
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
-        options.highlighted = DTYPES.index(self._current) if self._current in DTYPES else 0
+        shown = self._queued or self._current
+        options.highlighted = DTYPES.index(shown) if shown in DTYPES else 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
@@ -95,5 +119,5 @@ class PrecisionScreen(ModalScreen[DType | None]):
         self.dismiss(dtype)
 
     def action_cancel(self) -> None:
-        """Close without switching."""
+        """Close without switching (the app then cancels a queued switch)."""
         self.dismiss(None)

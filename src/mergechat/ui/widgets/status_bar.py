@@ -30,6 +30,8 @@ class StatusInfo:
     context_max: int | None = None
     #: The model has no chat template: prompts use mergechat's ChatML fallback (marked always).
     fallback_template: bool = False
+    #: The precision a switch asked for during the streaming reply will bring ("": none queued).
+    queued_dtype: str = ""
 
     def with_model(self, state: ModelState) -> StatusInfo:
         """These values with the model fields taken from ``state``."""
@@ -99,6 +101,10 @@ class StatusBar(Static):
         if info.dtype:
             parts["dtype"] = Content.from_markup("[b]$dtype[/b]", dtype=info.dtype)
         parts["phase"] = Content.from_markup("[reverse] $phase [/reverse]", phase=info.phase_text())
+        if info.queued_dtype:
+            parts["queued"] = Content.styled(
+                f"switch to {info.queued_dtype} after this reply", "$text-accent"
+            )
         if info.tokens_per_s is not None:
             parts["tok/s"] = Content(f"{info.tokens_per_s:.1f} tok/s")
         if info.context_max:
@@ -108,18 +114,24 @@ class StatusBar(Static):
             parts["merge"] = Content.from_markup("merge: $method", method=info.merge_method)
         if info.fallback_template:
             parts["fallback"] = Content.styled("no chat template: ChatML fallback", "$text-warning")
-        return _fit(parts, width)
+        short = {
+            "fallback": Content.styled("ChatML fallback", "$text-warning"),
+            "queued": Content.styled(f"next: {info.queued_dtype}", "$text-accent"),
+        }
+        return _fit(parts, short, width)
 
 
-#: How the line gets shorter, step by step: a short form, a part dropped (None), or the model
-#: name cut to at most this many cells.
-_SHORTER: tuple[tuple[str, Content | int | None], ...] = (
-    ("fallback", Content.styled("ChatML fallback", "$text-warning")),
+#: How the line gets shorter, step by step: the part's short form ("short"), the part dropped
+#: (None), or the model name cut to at most this many cells.
+_SHORTER: tuple[tuple[str, str | int | None], ...] = (
+    ("fallback", "short"),
     ("merge", None),
     ("tok/s", None),
+    ("queued", "short"),
     ("model", 16),
     ("device", None),
     ("model", 2),
+    ("queued", None),
 )
 
 
@@ -127,7 +139,7 @@ def _line(parts: dict[str, Content]) -> Content:
     return Content(" ") + Content(" │ ").join(parts.values())
 
 
-def _fit(parts: dict[str, Content], width: int | None) -> Content:
+def _fit(parts: dict[str, Content], short: dict[str, Content], width: int | None) -> Content:
     """The parts on one line, shortened until the line fits in ``width`` cells (None: any)."""
     line = _line(parts)
     for name, shorter in _SHORTER:
@@ -137,8 +149,8 @@ def _fit(parts: dict[str, Content], width: int | None) -> Content:
             continue
         if shorter is None:
             del parts[name]
-        elif isinstance(shorter, Content):
-            parts[name] = shorter
+        elif isinstance(shorter, str):
+            parts[name] = short[name]
         else:
             part = parts[name]
             keep = max(shorter, part.cell_length - (line.cell_length - width))
