@@ -99,6 +99,7 @@ def test_serve_with_transformers_answers_a_chat_and_stops_on_sigterm(
         record = served_record.lookup(port)
         assert record is not None
         assert (record["engine"], record["url"]) == ("transformers", base)
+        assert record["model"] in ids, (record, ids)
         assert f"precision  {record['dtype']} on {record['device']}" in shown
 
         reply = _post(
