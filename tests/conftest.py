@@ -61,3 +61,14 @@ def tiny_merge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fixtures.tiny_models import build_dare_ties_merge
 
     return build_dare_ties_merge(tmp_path_factory.mktemp("merge"))
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """A real ``transformers serve`` of `tiny_model_dir` on 127.0.0.1 (remote backend tests)."""
+    from fixtures.transformers_server import transformers_server
+
+    with transformers_server(tiny_model_dir, tmp_path_factory.mktemp("serve") / "log") as served:
+        yield served

@@ -19,8 +19,10 @@ from mergechat.cli_checks import closed_stdout_error, require_terminal, text_arg
 from mergechat.core.api import GenerationSettings, LoadRequest
 from mergechat.core.dtypes import parse_dtype_choice
 from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError
+from mergechat.core.remote.target import looks_remote
 from mergechat.core.visible import escape_control, shown_path
 from mergechat.history_cli import build_history_parser, run_history
+from mergechat.remote_cli import model_name, use_remote_target
 
 if TYPE_CHECKING:
     from mergechat.ui.options import AppOptions
@@ -108,7 +110,12 @@ def _dtype(text: str) -> str:
 # -- parsers --------------------------------------------------------------------------------------
 def _add_common(parser: argparse.ArgumentParser, *, default_device: str | None) -> None:
     parser.add_argument(
-        "path", nargs="?", type=Path, metavar="PATH", help="model folder or .gguf file"
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help="model folder or .gguf file (or, for the app and --prompt, a server URL "
+        "http(s)://host:port[/v1] of vLLM, TGI, llama.cpp, ollama or transformers serve)",
     )
     parser.add_argument(
         "--demo",
@@ -148,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action=_VersionAction, help="show the versions of mergechat, torch, ..."
     )
     _add_common(parser, default_device=None)
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        type=model_name,
+        help="with a server URL as PATH (http(s)://host:port[/v1]): the served model to chat "
+        "with (default: the only or first one the server lists)",
+    )
     parser.add_argument(
         "--prompt",
         metavar="TEXT",
@@ -297,10 +311,15 @@ def _run_main(args: argparse.Namespace) -> int:
         raise BadInputError(
             "--prompt needs a model PATH (or --demo)", "mergechat PATH --prompt TEXT"
         )
+    _debug_logging(args)
+    if looks_remote(args.path):
+        from mergechat.remote_cli import run_remote_oneshot
+
+        record = not args.no_history and _history_enabled()
+        return run_remote_oneshot(args, generation_settings(args), record)
     from mergechat.core.inspect import inspect_model
     from mergechat.oneshot import OneShotRequest, require_device, run_oneshot
 
-    _debug_logging(args)
     # Cheap checks first (no weights read), so a bad device or folder is exit 2, not a failed load.
     require_device(args.device or "auto")
     _use_demo(args)
@@ -421,7 +440,10 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Runner]:
         raise BadInputError("give a model PATH or --demo, not both")
     # The app opens on a missing path (a notice, then F2 picks another model); nothing else does.
     app_mode = runner is _run_main and getattr(args, "prompt", None) is None
-    args.path = _check_path(args.path, must_exist=not app_mode)
+    if runner is _run_main and (args.model is not None or looks_remote(args.path or "")):
+        use_remote_target(args)  # a server URL: checked here, the server is asked at load
+    else:
+        args.path = _check_path(args.path, must_exist=not app_mode)
     return args, runner
 
 

@@ -208,9 +208,9 @@ class _Session:
         """Stream the reply; return its final event (None if cut short) and whether interrupted."""
         messages = [ChatMessage("user", self.request.prompt)]
         # Committed before the engine is asked, so no failure or signal can lose the prompt.
-        self.history.begin(
-            self.request.load.path, self.request.prompt, self.request.settings, self.state
-        )
+        # The loaded model's path: for a server, its URL with the model id it chose.
+        model = self.state.path if self.state is not None else self.request.load.path
+        self.history.begin(model, self.request.prompt, self.request.settings, self.state)
         request_id = self.engine.generate(messages, self.request.settings)
         stream: ReplyStream | None = None
         interrupted = False
@@ -285,8 +285,9 @@ class _Session:
         if finished is not None:
             stats = finished.stats
             result.update(
-                device=stats.device,
-                dtype=stats.dtype,
+                # A server that does not say what it runs on gives "" here: null, never a guess.
+                device=stats.device or None,
+                dtype=stats.dtype or None,
                 prompt_tokens=stats.prompt_tokens,
                 new_tokens=stats.new_tokens,
                 ttft_s=round(stats.ttft_s, 4),

@@ -124,7 +124,9 @@ class _Reader:
 
     def read(self, doc: dict[str, Any]) -> Config:
         model_t, gen_t, ui_t, keymap_t, history_t = (self._table(doc, name) for name in _TABLES)
-        self._unknown(doc, "", set(_TABLES))
+        # [remote] api_key is read only by `mergechat.core.remote.auth`, never kept in a Config.
+        self._unknown(doc, "", {*_TABLES, "remote"})
+        self._unknown(self._table(doc, "remote"), "remote", {"api_key"})
         self._unknown(model_t, "model", {f.name for f in fields(ModelConfig)})
         self._unknown(gen_t, "generation", set(GENERATION_RULES))
         self._unknown(ui_t, "ui", {"theme", "recent_models"})

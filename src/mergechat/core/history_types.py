@@ -10,6 +10,7 @@ from typing import Any, Final, Literal, get_args
 
 from mergechat.core.api import ChatMessage, GenerationSettings, Role
 from mergechat.core.errors import BadInputError, MergechatError
+from mergechat.core.remote.target import looks_remote, url_text
 
 MessageState = Literal["complete", "stopped", "failed", "streaming"]
 MESSAGE_STATES: Final[tuple[str, ...]] = get_args(MessageState)
@@ -120,6 +121,8 @@ def normalize_model_path(model_path: str | os.PathLike[str] | None) -> str:
     """The absolute form of a model path, so the same model matches however it was typed."""
     if not model_path:
         return ""
+    if looks_remote(model_path):
+        return url_text(model_path)  # a served model: its URL (and model id), as given
     # A path is data: one that cannot exist here (a NUL, ~unknown-user, a name too long, a
     # symlink loop) is kept in its absolute form instead of raising.
     text = os.path.expanduser(os.fspath(model_path))

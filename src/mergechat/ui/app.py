@@ -33,6 +33,8 @@ from mergechat.core.api import (
 from mergechat.core.config import Config, load_config, save_config
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.core.remote.routing import routing_factory
+from mergechat.core.remote.target import looks_remote, precision_help, shown_model, url_text
 from mergechat.core.visible import escape_control
 from mergechat.ui.app_history import AppHistory
 from mergechat.ui.bindings import APP_BINDINGS, help_rows, keymap_problems, prompt_placeholder
@@ -74,7 +76,10 @@ class MergechatApp(App[int]):
     ) -> None:
         super().__init__()
         self.options = options or AppOptions()
-        self._engine_factory = engine_factory or real_engine
+        # Local models on `real_engine`, server URLs on the remote client (F2 moves between).
+        self._engine_factory = engine_factory or routing_factory(
+            real_engine, self.options.model_path
+        )
         self._config_path = config_path
         #: What the config file holds (saved back); `config` adds the command line's values.
         self.file_config, problems = load_config(config_path)
@@ -92,7 +97,7 @@ class MergechatApp(App[int]):
         self.capabilities: CapabilitiesReady | None = None
         path = self.options.model_path
         # The first frame already says what is coming: the model's name and "loading".
-        first = StatusInfo("loading", model=Path(path).name) if path else StatusInfo("no model")
+        first = StatusInfo("loading", model=shown_model(path)) if path else StatusInfo("no model")
         self.app_history = AppHistory(self)
         #: Saves the chat as it goes (its store is opened once the first frame is shown).
         self.history = self.app_history.history
@@ -204,8 +209,9 @@ class MergechatApp(App[int]):
             self.engine.cancel()
         self.switcher.drop("a model is loading")
         self.pending_request, self._restoring = request, restore
-        self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=request.path.name)
-        self.chat.load_progress.show_progress("starting", 0.0, str(request.path))
+        model = shown_model(request.path)
+        self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=model)
+        self.chat.load_progress.show_progress("starting", 0.0, url_text(request.path))
         self.engine.load(request)
 
     def on_unmount(self) -> None:
@@ -283,6 +289,10 @@ class MergechatApp(App[int]):
 
     def action_precision(self) -> None:
         """Open the precision menu for the loaded model (during a reply: switch after it)."""
+        if self.model_state is not None and looks_remote(self.model_state.path):
+            help_text = precision_help(self.model_state.path)
+            self.notify(help_text, title="Precision", timeout=15, markup=False)
+            return
         menu = self.switcher.menu()
         if menu is not None:
             self.push_screen(*menu)

@@ -35,7 +35,7 @@ def format_footer(stats: ReplyStats, finish: FinishReason) -> str:
         parts.append("stopped")
     elif finish == "length":
         parts.append("hit max_new_tokens")
-    return " · ".join(parts)
+    return " · ".join(part for part in parts if part)  # a server may not report dtype/device
 
 
 class AssistantMessage(Vertical):
