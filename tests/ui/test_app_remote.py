@@ -8,11 +8,13 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import MODEL_PATH, wait_for
+from fake_engine import FakeEngine
 from textual.pilot import Pilot
 
 from fixtures.scripted_server import Running, scripted_server
 from fixtures.transformers_server import ServedModel
+from mergechat.core.api import EventSink, LoadRequest
 from mergechat.core.remote.routing import RoutingEngine
 from mergechat.core.remote.server_info import NOT_REPORTED
 from mergechat.core.remote.target import parse_target
@@ -86,6 +88,21 @@ async def test_status_reply_stop_and_precision_on_a_served_model(server: Running
         assert server.script.client_closed.wait(20)
         assert len(server.script.requests) == 2
 
+        server.script.chat = "stream"
+        await pilot.press("ctrl+o")  # continue the stopped reply
+        await wait_for(pilot, lambda: len(server.script.requests) == 3, timeout=20)
+        await wait_for(pilot, lambda: app.chat.phase == "ready", timeout=20)
+        continued = server.script.requests[2]["messages"]
+        assert continued[-1]["role"] == "assistant" and continued[-1]["content"].startswith("w0")
+        assert app.chat.conversation.messages[-1].content.endswith("Hi " + ESCAPES + " there")
+
+        await pilot.press("ctrl+r")  # regenerate: the same question again
+        await wait_for(pilot, lambda: len(server.script.requests) == 4, timeout=20)
+        await wait_for(pilot, lambda: app.chat.phase == "ready", timeout=20)
+        again = server.script.requests[3]["messages"]
+        assert again[-1] == {"role": "user", "content": "More"}
+        assert app.chat.conversation.messages[-1].content == f"Hi {ESCAPES} there"
+
 
 async def test_plain_server_says_precision_is_not_reported(server: Running) -> None:
     app = _app(server.url)
@@ -105,6 +122,35 @@ async def test_unreachable_server_is_a_notice_and_the_app_stays_usable() -> None
         await wait_for(pilot, lambda: any("connection refused" in t for t in _notices(app)))
         await pilot.press("f1")  # the help screen opens: the app still answers
         await wait_for(pilot, lambda: app.screen is not app.chat)
+
+
+async def test_f2_moves_between_a_server_and_a_local_model(server: Running) -> None:
+    """A bad URL first, then a local model, then the server, then local again (the router)."""
+    locals_made: list[FakeEngine] = []
+
+    def local(sink: EventSink) -> FakeEngine:
+        locals_made.append(FakeEngine(sink))
+        return locals_made[-1]
+
+    bad = f"http://127.0.0.1:{server.port}/wrong"
+    app = MergechatApp(
+        AppOptions(model_path=parse_target(bad).path()),
+        engine_factory=lambda sink: RoutingEngine(sink, local, start_local=False),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: any("HTTP 404" in t for t in _notices(app)), timeout=20)
+        # Only the detector ran locally (the settings screen lists this machine's devices).
+        assert all(not engine.loads for engine in locals_made)
+        app._load(LoadRequest(MODEL_PATH))
+        await _ready(app, pilot)
+        assert app.model_state is not None and app.model_state.path == MODEL_PATH
+        app._load(LoadRequest(parse_target(server.url).path()))
+        await _ready(app, pilot)
+        assert app.chat.status.info.model == "tiny-chat"
+        await wait_for(pilot, lambda: locals_made[0].shut_down)  # its model is let go
+        app._load(LoadRequest(MODEL_PATH))
+        await _ready(app, pilot)
+        assert len(locals_made) == 2 and app.model_state.path == MODEL_PATH
 
 
 @pytest.mark.slow
