@@ -60,9 +60,8 @@ class RoutingEngine:
             return engine
 
     def start(self) -> None:
-        """Start the local engine now (off the UI thread) unless the session begins on a server."""
-        if self._start_local:
-            self._engine(False)
+        """Build the side the session begins on now (the app calls this off the UI thread)."""
+        self._engine(not self._start_local)
 
     def load(self, request: LoadRequest) -> None:
         """Load on the side ``request.path`` names; the other side's model is let go."""
@@ -73,7 +72,15 @@ class RoutingEngine:
         if other is not None:
             # A local model's memory (or a server connection) is not kept for a model unused.
             threading.Thread(target=other.shutdown, name="mergechat-release", daemon=True).start()
-        self._engine(remote).load(request)
+        engine = self._engines.get(remote)
+        if engine is not None:
+            engine.load(request)
+            return
+        # Building a side imports its libraries (torch, or the HTTP client): not on the caller's
+        # (the UI's) thread.
+        threading.Thread(
+            target=lambda: self._engine(remote).load(request), name="mergechat-engine", daemon=True
+        ).start()
 
     def generate(
         self,
