@@ -242,6 +242,8 @@ async def test_out_of_memory_at_load_keeps_the_app_and_the_previous_model(
         return real_load_weights(info, *args, **kwargs)
 
     monkeypatch.setattr(loader, "load_weights", load_weights)
+    # The fault is patched into this process's loader: the engine must run here, too.
+    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")
     app = open_app(big)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         # No model before: the notice, and an app that still opens settings.
@@ -282,6 +284,7 @@ async def test_out_of_memory_mid_reply_fails_the_turn_and_the_next_prompt_works(
         return real_forward(self, *args, **kwargs)
 
     monkeypatch.setattr(cls, "forward", forward)
+    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")  # the fault is patched into this process
     app = open_app(tiny_model_dir)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settled(app, pilot)

@@ -103,6 +103,8 @@ async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_w
         return real_forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", fails_on_the_fifth_call)
+    # The fault is patched into this process's model code: the engine must run here, too.
+    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")
     app = _app(tiny_model_dir, max_new_tokens=8)
     async with app.run_test(size=SIZE) as pilot:
         await _ready(app, pilot)
@@ -147,6 +149,7 @@ async def test_a_switch_asked_for_while_a_reply_streams_is_queued_and_runs_after
         return real_forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", paced_forward)
+    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")  # the pacing is patched into this process
     app = _app(tiny_model_dir, max_new_tokens=400)
     async with app.run_test(size=SIZE) as pilot:
         await _ready(app, pilot)
@@ -300,7 +303,10 @@ async def test_two_hundred_prompts_through_the_apps_engine_no_leaks(tiny_model_d
         rss_after = _rss_mb()
         threads_after = len(threading.enumerate())
         elapsed = time.perf_counter() - started
-        engine_thread = next(t for t in threading.enumerate() if t.name == "mergechat-engine")
+        # The engine thread, or the reader of the engine process (the default).
+        engine_thread = next(
+            t for t in threading.enumerate() if t.name.startswith("mergechat-engine")
+        )
         assert app.chat.phase == "ready"
     engine_thread.join(5)
     assert not engine_thread.is_alive()

@@ -215,6 +215,18 @@ class EngineNotice(EngineEvent):
     level: Literal["info", "warning", "error"] = "warning"
 
 
+@dataclass(frozen=True)
+class EngineCrashed(EngineEvent):
+    """The engine process died (segfault, CUDA abort, OOM kill): its model is gone.
+
+    Sent after a `ReplyFailed` for each reply it left open; the next command starts a new one.
+    """
+
+    message: str
+    #: The engine's output file, where a crash leaves its traceback.
+    log: str = ""
+
+
 EventSink = Callable[[EngineEvent], None]
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mergechat.core.api import (
     CapabilitiesReady,
+    EngineCrashed,
     EngineEvent,
     EngineNotice,
     LoadFailed,
@@ -63,6 +64,7 @@ class EngineEventRouter:
             SwitchFailed: self._switch_failed,
             CapabilitiesReady: self._capabilities,
             EngineNotice: self._notice,
+            EngineCrashed: self._engine_crashed,
         }
 
     def dispatch(self, event: EngineEvent) -> None:
@@ -181,3 +183,23 @@ class EngineEventRouter:
     def _notice(self, event: EngineNotice) -> None:
         severity = _SEVERITY.get(event.level, "warning")
         self.app.notify(event.message, severity=severity, timeout=10, markup=False)
+
+    def _engine_crashed(self, event: EngineCrashed) -> None:
+        """The engine process died: no model now, the chat stays, F2 loads one again."""
+        app, chat = self.app, self.app.chat
+        app.model_state = app.loaded_request = None
+        chat.load_progress.hide()
+        chat.set_phase(
+            "error",
+            model="",
+            device="",
+            dtype="",
+            merge_method=None,
+            context_max=None,
+            fallback_template=False,
+        )
+        key = app.config.keymap.get("settings", "f2").split(",")[0].strip().upper()
+        text = f"{event.message}\nThe chat is kept: press {key} to load a model again."
+        if event.log:
+            text += f"\nDetails: {event.log}"
+        app.notify(text, title="The engine stopped", severity="error", timeout=60, markup=False)

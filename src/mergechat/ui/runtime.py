@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable
 
 from mergechat.core.api import EngineClient, EventSink
@@ -12,10 +13,17 @@ EngineFactory = Callable[[EventSink], EngineClient]
 
 
 def real_engine(sink: EventSink) -> EngineClient:
-    """The torch engine (`mergechat.core.engine.Engine`), imported here, off the UI thread."""
-    from mergechat.core.engine import Engine
+    """The torch engine in its own process (`ProcessEngine`), so torch never shares the UI's GIL.
 
-    return Engine(sink)
+    ``MERGECHAT_ENGINE=thread`` keeps it in a thread of the app's process instead.
+    """
+    if os.environ.get("MERGECHAT_ENGINE", "process").strip().lower() == "thread":
+        from mergechat.core.engine import Engine
+
+        return Engine(sink)
+    from mergechat.core.engine_process import ProcessEngine
+
+    return ProcessEngine(sink)
 
 
 def freeze_long_lived_objects() -> None:

@@ -1,0 +1,156 @@
+"""What crosses the pipes between the app and the engine process: commands, replies, text chunks.
+
+Everything here pickles; nothing imports torch. A reply's `ReplyStream` cannot cross (its decoder
+is the tokenizer), so the engine process decodes it and sends text chunks that a `RelayedStream`
+in the app hands out with the same interface the widgets already drain.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mergechat.core.api import ChatMessage, EngineEvent, GenerationSettings, LoadRequest
+from mergechat.core.dtypes import DType
+from mergechat.core.streaming import ReplyStream
+
+
+# -- app -> engine process ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadCommand:
+    request: LoadRequest
+
+
+@dataclass(frozen=True)
+class GenerateCommand:
+    #: Allocated by the app, so `generate` returns at once; events carry it back.
+    request_id: int
+    messages: tuple[ChatMessage, ...]
+    settings: GenerationSettings
+    continue_last: bool
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class SwitchCommand:
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class DetectCommand:
+    model_path: Path | None
+    device: str
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    timeout: float
+
+
+Command = (
+    LoadCommand | GenerateCommand | CancelCommand | SwitchCommand | DetectCommand | StopCommand
+)
+
+
+# -- engine process -> app ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventMessage:
+    """Any engine event but `ReplyStarted`, request ids already the app's."""
+
+    event: EngineEvent
+
+
+@dataclass(frozen=True)
+class StartedMessage:
+    """`ReplyStarted` without its stream (the text follows as `ChunkMessage`s)."""
+
+    request_id: int
+    prompt_tokens: int
+    context_max: int
+    dropped_messages: int
+
+
+@dataclass(frozen=True)
+class ChunkMessage:
+    """Text decoded since the last chunk, and how many tokens the reply holds now."""
+
+    request_id: int
+    text: str
+    tokens: int
+
+
+Message = EventMessage | StartedMessage | ChunkMessage
+
+
+def _no_decode(_ids: object) -> str:
+    return ""
+
+
+class RelayedStream(ReplyStream):
+    """A `ReplyStream` whose text arrives already decoded, in chunks from the engine process.
+
+    ``token_count`` is the count that goes with the text drained so far, so a consumer that
+    drains and then reads the count never sees a count whose text it has not drained.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_no_decode)
+        self._relay_lock = threading.Lock()
+        self._pending: list[str] = []
+        self._received: list[str] = []
+        self._drained: list[str] = []
+        self._latest_tokens = 0
+        self._drained_tokens = 0
+        self._relay_closed = False
+
+    def feed(self, text: str, tokens: int) -> None:
+        """Add a chunk (called on the app's reader thread)."""
+        with self._relay_lock:
+            if text:
+                self._pending.append(text)
+                self._received.append(text)
+            self._latest_tokens = max(self._latest_tokens, tokens)
+
+    def close(self) -> None:
+        """Mark the reply ended (its finish or failure event arrived)."""
+        with self._relay_lock:
+            self._relay_closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True once the reply ended."""
+        with self._relay_lock:
+            return self._relay_closed
+
+    @property
+    def token_count(self) -> int:
+        """Tokens whose text has been drained."""
+        with self._relay_lock:
+            return self._drained_tokens
+
+    def drain(self) -> str:
+        """Return the text received since the last call (possibly empty)."""
+        with self._relay_lock:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._drained_tokens = self._latest_tokens
+            if text:
+                self._drained.append(text)
+            return text
+
+    @property
+    def text(self) -> str:
+        """All text drained so far."""
+        with self._relay_lock:
+            return "".join(self._drained)
+
+    @property
+    def received_text(self) -> str:
+        """All text received so far, drained or not (a crashed reply keeps it)."""
+        with self._relay_lock:
+            return "".join(self._received)
