@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -137,7 +139,6 @@ def test_unreachable_and_not_http(capsys: pytest.CaptureFixture[str]) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        import threading
 
         def answer() -> None:
             conn, _ = listener.accept()
@@ -186,11 +187,20 @@ def test_remote_path_round_trip() -> None:
     path = parse_target("http://127.0.0.1:8000/v1/", "org/model").path()
     assert isinstance(path, RemotePath)
     assert str(path) == "http://127.0.0.1:8000/v1#org/model"
-    from pathlib import Path
-
     plain = Path(str(path))  # how config and settings carry it
     assert url_text(plain) == str(path)
     assert parse_target(url_text(plain)).model == "org/model"
     assert shown_model(plain) == "127.0.0.1:8000 org/model"
     with pytest.raises(BadInputError):
         parse_target("http://:8000/v1")
+
+
+def test_recent_models_keep_a_servers_url(tmp_path: Path) -> None:
+    from mergechat.core import recent_models
+
+    served = parse_target("http://127.0.0.1:8000/v1", "m").path()
+    state = tmp_path / "state.json"
+    recent = recent_models.remember([], served, state)
+    assert recent == ["http://127.0.0.1:8000/v1#m"]
+    assert recent_models.load_recent([], state) == recent
+    assert recent_models.remember(recent, Path(str(served)), state) == recent  # no duplicate

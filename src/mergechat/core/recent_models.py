@@ -8,12 +8,15 @@ import os
 from pathlib import Path
 
 from mergechat.core import config_write, locations
+from mergechat.core.remote.target import looks_remote, url_text
 
 MAX_RECENT_MODELS = 10
 
 
 def model_key(path: str | Path) -> str:
     """``path`` absolute and normalised: the form stored and compared."""
+    if looks_remote(path):
+        return url_text(path)  # a served model: its URL (with the model id), not a file
     return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
