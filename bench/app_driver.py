@@ -30,6 +30,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.engine import Engine
+from mergechat.core.engine_process import ProcessEngine
 
 #: Seconds a model load or one reply may take before the worker gives up.
 TIMEOUT_S = 600.0
@@ -42,6 +43,28 @@ def text_digest(text: str) -> str:
 
 class TimedEngine(Engine):
     """The real `Engine`, noting when each `generate` is called (its ``requested_at``)."""
+
+    def __init__(self, sink: EventSink) -> None:
+        super().__init__(sink)
+        self.generate_calls: list[float] = []
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        *,
+        continue_last: bool = False,
+    ) -> int:
+        self.generate_calls.append(time.perf_counter())
+        return super().generate(messages, settings, continue_last=continue_last)
+
+
+class TimedProcessEngine(ProcessEngine):
+    """The engine in its own process (the app's default), noting when each `generate` is called.
+
+    Its `ReplyStats` are timed in the engine process from when the command arrived there; the
+    pipe between takes microseconds.
+    """
 
     def __init__(self, sink: EventSink) -> None:
         super().__init__(sink)
@@ -200,7 +223,7 @@ class AppDriver:
         from mergechat.ui.options import AppOptions
 
         self.prompt = prompt
-        self.engines: list[TimedEngine] = []
+        self.engines: list[TimedEngine | TimedProcessEngine] = []
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         handled: list[tuple[float, float, ReplyFinished]] = []
@@ -224,8 +247,10 @@ class AppDriver:
         self._session = self.loop.create_task(self._serve())
         self._call("load")
 
-    def _engine(self, sink: EventSink) -> TimedEngine:
-        engine = TimedEngine(sink)
+    def _engine(self, sink: EventSink) -> TimedEngine | TimedProcessEngine:
+        # What the app runs: the engine process, or with MERGECHAT_ENGINE=thread the thread.
+        thread = os.environ.get("MERGECHAT_ENGINE", "").strip().lower() == "thread"
+        engine = TimedEngine(sink) if thread else TimedProcessEngine(sink)
         self.engines.append(engine)
         return engine
 
