@@ -34,10 +34,10 @@ TIMEOUT = 120.0
 class Harness:
     """An `Engine` started with a queue sink; every event it emits is kept in ``events``."""
 
-    def __init__(self, probe_cache: Path | None = None) -> None:
+    def __init__(self, probe_cache: Path | None = None, *, reuse_cache: bool = True) -> None:
         self.queue: queue.Queue[EngineEvent] = queue.Queue()
         self.events: list[EngineEvent] = []
-        self.engine = Engine(self.queue.put, probe_cache=probe_cache)
+        self.engine = Engine(self.queue.put, probe_cache=probe_cache, reuse_cache=reuse_cache)
         self.engine.start()
 
     def next_event(self, timeout: float = TIMEOUT) -> EngineEvent:
@@ -93,10 +93,17 @@ def probe_cache(factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def running(
-    factory: pytest.TempPathFactory, model: Path | None = None, **kwargs: Any
+    factory: pytest.TempPathFactory,
+    model: Path | None = None,
+    *,
+    reuse_cache: bool = True,
+    **kwargs: Any,
 ) -> Iterator[Harness]:
-    """A started `Harness` (with ``model`` loaded when given), shut down afterwards."""
-    harness = Harness(probe_cache(factory))
+    """A started `Harness` (with ``model`` loaded when given), shut down afterwards.
+
+    ``reuse_cache=False``: an engine that prefills every turn in full.
+    """
+    harness = Harness(probe_cache(factory), reuse_cache=reuse_cache)
     try:
         if model is not None:
             harness.load(model, **kwargs)

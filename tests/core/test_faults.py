@@ -77,7 +77,9 @@ def deep_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def deep(deep_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    with running(tmp_path_factory, deep_model_dir, dtype="bfloat16") as started:
+    # Every reply prefills in full (no KV cache kept between them): the tests time and cancel
+    # long prefills of the same prompt.
+    with running(tmp_path_factory, deep_model_dir, reuse_cache=False, dtype="bfloat16") as started:
         yield started
 
 

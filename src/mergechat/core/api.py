@@ -115,6 +115,8 @@ class ReplyStats:
     context_max: int
     dtype: DType
     device: str
+    #: Prompt tokens taken from the previous turn's KV cache instead of prefilled again.
+    cached_tokens: int = 0
 
 
 class EngineEvent:

@@ -4,6 +4,7 @@ a safe precision that would make turns clearly faster (said once per model and m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import statistics
 import time
@@ -15,7 +16,6 @@ from mergechat.core import locations
 from mergechat.core.api import MeasuredSpeed
 from mergechat.core.capabilities import ProbeResult
 from mergechat.core.dtypes import DType
-from mergechat.core.fidelity import PROBE_TEXT
 from mergechat.core.probe_shape import TURN_NEW_TOKENS, TURN_PROMPT_TOKENS
 
 #: Another safe precision is pointed out when its calibrated turn is at least this much faster.
@@ -25,27 +25,59 @@ DECODE_STEPS: Final[int] = 6
 _SLOW_STEP_S: Final[float] = 1.0
 
 
-def time_model(model: Any, tokenizer: Any, sync: Callable[[], None]) -> tuple[float, float]:
-    """(prefill, decode) seconds per token of the real model on the fixed probe text."""
-    import torch
+def time_model(model: Any, inputs: dict[str, Any], config: Any) -> tuple[float, float]:
+    """(prefill, decode) seconds per token of a short greedy ``generate`` on ``inputs``.
 
-    ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"].to(model.device)
+    It runs the path a reply runs (``generate``, its logits processors, a returned cache), so
+    timing it also warms the kernels and lazy imports the first reply would otherwise pay for.
+    ``config`` should make exactly ``DECODE_STEPS + 1`` new tokens.
+    """
+    import torch
+    from transformers import StoppingCriteriaList
+
+    clock = _TokenClock()
+    prompt_tokens = int(inputs["input_ids"].shape[-1])
     with torch.inference_mode():
         start = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        sync()
-        prefill = (time.perf_counter() - start) / ids.shape[1]
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        steps: list[float] = []
-        while len(steps) < DECODE_STEPS:
-            start = time.perf_counter()
-            out = model(input_ids=token, cache=cache, use_cache=True)
-            sync()
-            steps.append(time.perf_counter() - start)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            if steps[-1] > _SLOW_STEP_S and len(steps) >= 2:
-                break
-    return prefill, statistics.median(steps)
+        model.generate(
+            **inputs,
+            generation_config=config,
+            streamer=clock,
+            stopping_criteria=StoppingCriteriaList([_SlowStop(clock)]),
+            return_dict_in_generate=True,
+        )
+    tokens = clock.times[1:]  # the first put is the prompt
+    if len(tokens) < 2:
+        raise RuntimeError("calibration produced fewer than two tokens")
+    steps = [b - a for a, b in itertools.pairwise(tokens)]
+    return (tokens[0] - start) / prompt_tokens, statistics.median(steps)
+
+
+class _TokenClock:
+    """A ``generate`` streamer that only notes when the prompt and each new token arrive."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+class _SlowStop:
+    """Ends the timing early once a decode step is slower than ``_SLOW_STEP_S``."""
+
+    def __init__(self, clock: _TokenClock) -> None:
+        self.clock = clock
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        times = self.clock.times
+        slow = len(times) >= 4 and times[-1] - times[-2] > _SLOW_STEP_S
+        return torch.full((input_ids.shape[0],), slow, dtype=torch.bool, device=input_ids.device)
 
 
 def _turn(prefill: float, decode: float) -> float:

@@ -39,6 +39,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.error_translation import translate
+from mergechat.core.prompt_cache import PromptCache
 from mergechat.core.streaming import ReplyStream
 
 if TYPE_CHECKING:
@@ -84,10 +85,14 @@ class Engine:
 
     ``sink`` is called on the engine thread for every event. ``probe_cache`` is the detector's
     cache file (None: the detector's default, the user cache dir's ``probes.json``).
+    ``reuse_cache=False`` prefills every turn in full (the KV cache is not kept between turns).
     """
 
-    def __init__(self, sink: EventSink, *, probe_cache: Path | None = None) -> None:
+    def __init__(
+        self, sink: EventSink, *, probe_cache: Path | None = None, reuse_cache: bool = True
+    ) -> None:
         self._sink = sink
+        self._prompt_cache = PromptCache(enabled=reuse_cache)
         self._probe_cache = probe_cache
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._cancel = threading.Event()
@@ -188,13 +193,14 @@ class Engine:
     def _handle_load(self, request: LoadRequest) -> None:
         from mergechat.core import loader, speed_check
 
+        self._prompt_cache.drop()
         loaded = loader.load(
             request,
             probe_cache=self._probe_cache,
             progress=self._emit,
             release_previous=self._unload,
         )
-        loaded = speed_check.calibrated(loaded)
+        loaded = speed_check.calibrated(loaded, progress=self._emit)
         self._set_loaded(loaded)
         self._emit(ModelLoaded(loaded.state, loaded.warnings))
 
@@ -220,6 +226,7 @@ class Engine:
             cancel=self._cancel,
             requested_at=command.requested_at,
             emit=self._emit,
+            cache=self._prompt_cache,
         )
 
     def _handle_switch(self, dtype: DType) -> None:
@@ -229,6 +236,7 @@ class Engine:
             self._emit(SwitchFailed("no model is loaded", None, hint="load one first"))
             return
         loaded = self._loaded
+        self._prompt_cache.drop()  # its tensors are in the old precision; free them first
         try:
             result, outcome = switching.switch(loaded, dtype, emit=self._emit)
         except BaseException:
@@ -275,6 +283,7 @@ class Engine:
         self._emit(ReplyFinished(command.request_id, "", stats, "stopped"))
 
     def _set_loaded(self, loaded: LoadedModel | None) -> None:
+        self._prompt_cache.drop()
         self._loaded = loaded
         self._state = loaded.state if loaded is not None else None
 

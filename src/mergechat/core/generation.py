@@ -1,4 +1,5 @@
-"""One reply on the engine thread: chat prompt, context fit, streamed ids, cancel, stats."""
+"""One reply on the engine thread: generation settings, the kept KV cache, streamed ids, cancel,
+stats."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,8 +23,8 @@ from mergechat.core.api import (
     ReplyStarted,
     ReplyStats,
 )
-from mergechat.core.error_translation import translate
-from mergechat.core.errors import BadInputError
+from mergechat.core.chat_prompt import Prompt, build_prompt, conversation
+from mergechat.core.error_translation import is_out_of_memory, translate
 from mergechat.core.generation_hooks import (
     CancelCriteria,
     IdStreamer,
@@ -32,137 +32,10 @@ from mergechat.core.generation_hooks import (
     PrefillGuard,
 )
 from mergechat.core.loader import LoadedModel
+from mergechat.core.prompt_cache import PromptCache
 from mergechat.core.streaming import ReplyStream
 
-#: Used (with a warning at load) when the tokenizer ships no chat template of its own.
-CHATML_FALLBACK_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 Emit = Callable[[EngineEvent], None]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """The tokenised conversation, ready for ``generate``."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    tokens: int
-    #: Oldest non-system messages left out to fit the context window.
-    dropped: int
-    #: ``settings.max_new_tokens``, lowered only when the last message alone nearly fills it.
-    max_new_tokens: int
-
-
-def conversation(
-    messages: Sequence[ChatMessage], settings: GenerationSettings
-) -> list[dict[str, str]]:
-    """The messages as template dicts, with the settings' system prompt first when set."""
-    turns = [{"role": m.role, "content": m.content} for m in messages]
-    system = settings.system_prompt.strip()
-    if system and not (turns and turns[0] == {"role": "system", "content": system}):
-        turns.insert(0, {"role": "system", "content": system})
-    return turns
-
-
-def build_prompt(
-    tokenizer: Any,
-    turns: list[dict[str, str]],
-    *,
-    max_new_tokens: int,
-    context_max: int,
-    continue_last: bool = False,
-    fallback_template: bool = False,
-) -> Prompt:
-    """Apply the chat template, dropping the oldest non-system turns until the reply fits."""
-    if not turns:
-        raise BadInputError("nothing to answer: the conversation is empty")
-    if max_new_tokens < 1:
-        raise BadInputError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
-    head = 0
-    while head < len(turns) - 1 and turns[head]["role"] == "system":
-        head += 1
-    template = CHATML_FALLBACK_TEMPLATE if fallback_template else None
-
-    def apply(kept: list[dict[str, str]]) -> Any:
-        return tokenizer.apply_chat_template(
-            kept,
-            chat_template=template,
-            add_generation_prompt=not continue_last,
-            continue_final_message=continue_last,
-            return_dict=True,
-            return_tensors="pt",
-        )
-
-    def render(drop: int) -> Any:
-        kept = turns[:head] + _without_leading_assistant(turns[head + drop :])
-        try:
-            return apply(kept)
-        except Exception:
-            # Some templates (Gemma's, for one) reject a system turn: fold it into the first
-            # user turn instead of failing the reply.
-            if not any(t["role"] == "system" for t in kept):
-                raise
-            return apply(_fold_system(kept))
-
-    renders: dict[int, Any] = {}
-
-    def fits(drop: int) -> bool:
-        renders[drop] = render(drop)
-        return int(renders[drop]["input_ids"].shape[-1]) + max_new_tokens <= context_max
-
-    droppable = len(turns) - head - 1
-    drop = 0
-    if not fits(0) and droppable > 0:
-        # Fewer kept turns never render longer, so the smallest drop that fits is a bisection;
-        # when even dropping all but the last turn is too long, that is what is tried.
-        low, high = 1, droppable
-        while low < high:
-            middle = (low + high) // 2
-            if fits(middle):
-                high = middle
-            else:
-                low = middle + 1
-        drop = high
-    encoded = renders[drop] if drop in renders else render(drop)
-    tokens = int(encoded["input_ids"].shape[-1])
-    if tokens >= context_max:
-        raise BadInputError(
-            f"the prompt is {tokens} tokens but the model's context holds {context_max}",
-            hint="shorten the message or the system prompt",
-        )
-    kept_after = turns[head + drop :]
-    dropped = drop + (len(kept_after) - len(_without_leading_assistant(kept_after)))
-    return Prompt(
-        input_ids=encoded["input_ids"],
-        attention_mask=encoded["attention_mask"],
-        tokens=tokens,
-        dropped=dropped,
-        max_new_tokens=min(max_new_tokens, context_max - tokens),
-    )
-
-
-def _fold_system(turns: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Move the system turns' text to the start of the first user turn."""
-    system = "\n\n".join(t["content"] for t in turns if t["role"] == "system")
-    rest = [dict(t) for t in turns if t["role"] != "system"]
-    for turn in rest:
-        if turn["role"] == "user":
-            turn["content"] = f"{system}\n\n{turn['content']}"
-            return rest
-    return [{"role": "user", "content": system}, *rest]
-
-
-def _without_leading_assistant(turns: list[dict[str, str]]) -> list[dict[str, str]]:
-    # Many templates insist the history starts with a user turn; keep the final turn regardless.
-    start = 0
-    while start < len(turns) - 1 and turns[start]["role"] == "assistant":
-        start += 1
-    return turns[start:]
 
 
 def generation_config(
@@ -209,9 +82,15 @@ def reply(
     cancel: threading.Event,
     requested_at: float,
     emit: Emit,
+    cache: PromptCache | None = None,
 ) -> None:
-    """Generate one reply, emitting ReplyStarted then ReplyFinished or ReplyFailed."""
+    """Generate one reply, emitting ReplyStarted then ReplyFinished or ReplyFailed.
+
+    ``cache`` holds the previous turn's KV cache: only the tokens after the common prefix are
+    prefilled, and the cache is kept for the next turn when this reply ends well.
+    """
     model, tokenizer, state = loaded.model, loaded.tokenizer, loaded.state
+    cache = cache or PromptCache(enabled=False)
     prompt = build_prompt(
         tokenizer,
         conversation(messages, settings),
@@ -227,13 +106,23 @@ def reply(
         if end_id is not None and end_id not in _ids(config.eos_token_id):
             config.eos_token_id = [*_ids(config.eos_token_id), end_id]
     eos_ids = set(_ids(config.eos_token_id))
+    # A model asking for its own cache kind (static, hybrid, ...) gets it afresh every turn.
+    reuse = cache.enabled and config.cache_implementation is None
+    past, cached = None, 0
+    with torch.inference_mode():  # the cache's tensors were made in inference mode: crop there
+        if reuse:
+            past, cached = cache.take(prompt.input_ids[0].tolist(), model.device)
+        cache.drop()
     stream = ReplyStream(lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)))
     emit(ReplyStarted(request_id, stream, prompt.tokens, state.context_max, prompt.dropped))
     guard = PrefillGuard(model, cancel)
     streamer = IdStreamer(stream, eos_ids, on_first_token=guard.remove)
     failure: BaseException | None = None
+    out: Any = None
     try:
-        _generate(model, prompt, config, streamer, cancel, settings.seed)
+        out, cached = _generate_once_more_on_oom(
+            model, prompt, config, streamer, cancel, settings.seed, past, cached
+        )
     except PrefillCancelled:
         pass  # stopped before the first token: finishes below as "stopped", with no text
     except BaseException as exc:  # even a SystemExit from model code ends only this reply
@@ -246,6 +135,13 @@ def reply(
         error = translate(failure, dtype=state.dtype, device=state.device)
         emit(ReplyFailed(request_id, error.message, _decode(tokenizer, streamer.ids), error.hint))
         return
+    if reuse and out is not None and not cancel.is_set():
+        # In half precision the keys and values a one-token decode step writes are rounded
+        # differently from a batched prefill of the same tokens, and greedy replies drift
+        # from a full prefill's within a few turns: keep only the prompt's part there.
+        upto = None if state.dtype == "float32" else prompt.tokens
+        with torch.inference_mode():
+            cache.keep(out.cache, out.sequences[0].tolist(), upto)
     new = streamer.generated
     finish: FinishReason
     if streamer.saw_eos:
@@ -256,8 +152,32 @@ def reply(
         finish = "length"
     else:
         finish = "complete"
-    stats = _stats(streamer, prompt.tokens, requested_at, state)
+    stats = _stats(streamer, prompt.tokens, requested_at, state, cached)
     emit(ReplyFinished(request_id, _decode(tokenizer, streamer.ids), stats, finish))
+
+
+def _generate_once_more_on_oom(
+    model: Any,
+    prompt: Prompt,
+    config: Any,
+    streamer: IdStreamer,
+    cancel: threading.Event,
+    seed: int | None,
+    past: Any,
+    cached: int,
+) -> tuple[Any, int]:
+    """``generate`` with the kept cache; out of memory before the first token with a cache,
+    once more without it (the cache's memory freed). Returns the output and the reused count."""
+    try:
+        return _generate(model, prompt, config, streamer, cancel, seed, past), cached
+    except Exception as exc:
+        if past is None or streamer.generated or not is_out_of_memory(exc):
+            raise
+    del past
+    streamer.restart()
+    if getattr(model.device, "type", "cpu") == "cuda":
+        torch.cuda.empty_cache()
+    return _generate(model, prompt, config, streamer, cancel, seed, None), 0
 
 
 def _generate(
@@ -267,22 +187,26 @@ def _generate(
     streamer: IdStreamer,
     cancel: threading.Event,
     seed: int | None,
-) -> None:
+    past: Any = None,
+) -> Any:
     if seed is not None:
         torch.manual_seed(seed)
     device = model.device
+    extra: dict[str, Any] = {} if past is None else {"cache": past}
     with torch.inference_mode():
-        model.generate(
+        return model.generate(
             input_ids=prompt.input_ids.to(device),
             attention_mask=prompt.attention_mask.to(device),
             generation_config=config,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, device)]),
+            return_dict_in_generate=True,
+            **extra,
         )
 
 
 def _stats(
-    streamer: IdStreamer, prompt_tokens: int, requested_at: float, state: ModelState
+    streamer: IdStreamer, prompt_tokens: int, requested_at: float, state: ModelState, cached: int
 ) -> ReplyStats:
     finished_at = streamer.last_at or time.perf_counter()
     first_at = streamer.first_at or finished_at
@@ -299,6 +223,7 @@ def _stats(
         context_max=state.context_max,
         dtype=state.dtype,
         device=state.device,
+        cached_tokens=cached,
     )
 
 

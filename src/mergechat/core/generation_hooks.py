@@ -61,6 +61,10 @@ class IdStreamer(BaseStreamer):  # type: ignore[misc]
     def end(self) -> None:
         """Called by ``generate`` when it returns; the engine closes the stream itself."""
 
+    def restart(self) -> None:
+        """Expect the prompt again: ``generate`` is retried before any token came."""
+        self._prompt_seen = False
+
 
 class CancelCriteria(StoppingCriteria):  # type: ignore[misc]
     """Stops ``generate`` once ``event`` is set (checked once per token)."""

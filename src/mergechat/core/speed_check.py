@@ -1,31 +1,51 @@
-"""Calibrate a freshly loaded or switched model: its measured speed goes on its state."""
+"""Calibrate a freshly loaded or switched model with a short chat reply: its measured speed goes
+on its state, and the kernels the first real reply runs are warm."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
-from mergechat.core.calibration import compare, first_time, time_model
+from mergechat.core.api import GenerationSettings, LoadProgress
+from mergechat.core.calibration import DECODE_STEPS, compare, first_time, time_model
+from mergechat.core.chat_prompt import build_prompt
+from mergechat.core.fidelity import PROBE_TEXT
+from mergechat.core.generation import generation_config
 from mergechat.core.loader import LoadedModel
 
 _log = logging.getLogger(__name__)
+#: Where the timed reply sits on the load's 0..1 progress scale (after the NaN/inf check).
+_PROGRESS: float = 0.96
 
 
-def calibrated(loaded: LoadedModel) -> LoadedModel:
+def calibrated(
+    loaded: LoadedModel, progress: Callable[[LoadProgress], None] | None = None
+) -> LoadedModel:
     """``loaded`` with `ModelState.speed` measured; a failure only leaves it unmeasured."""
-    import torch
-
     model = loaded.model
     if model is None:
         return loaded
-    on_cuda = getattr(model.device, "type", "cpu") == "cuda"
-
-    def sync() -> None:
-        if on_cuda:
-            torch.cuda.synchronize()
-
+    if progress is not None:
+        progress(LoadProgress("warm-up", _PROGRESS, "timing a short reply"))
+    new = DECODE_STEPS + 1
     try:
-        measured = time_model(model, loaded.tokenizer, sync)
+        prompt = build_prompt(
+            loaded.tokenizer,
+            [{"role": "user", "content": PROBE_TEXT}],
+            max_new_tokens=new,
+            context_max=loaded.state.context_max,
+            fallback_template=loaded.state.fallback_template,
+        )
+        config = generation_config(
+            model, loaded.tokenizer, GenerationSettings(temperature=0, max_new_tokens=new), new
+        )
+        config.min_new_tokens = new  # an end-of-text token must not cut the timing short
+        inputs = {
+            "input_ids": prompt.input_ids.to(model.device),
+            "attention_mask": prompt.attention_mask.to(model.device),
+        }
+        measured = time_model(model, inputs, config)
     except Exception:  # calibration is informative; the model itself already passed its check
         _log.debug("timing the loaded model failed", exc_info=True)
         return loaded
