@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "detector": "6. Detector",
     "memory": "7. Memory",
     "scaling": "8. Scaling",
+    "conversation": "9. Conversations: KV cache reuse and the first reply",
 }
 RUN_PREFIX = "run_all-"
 _STAMP = re.compile(r"-(\d{8}-\d{6})\.json$")

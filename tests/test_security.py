@@ -508,10 +508,16 @@ def test_the_source_runs_no_shell_and_evaluates_nothing() -> None:
                     if node.args and isinstance(node.args[0], ast.Constant | ast.JoinedStr):
                         found.append(f"{where} gives subprocess a command string")
     assert found == []
-    # The only child processes: pip (fetching the demo wheel), the GGUF converter and the
-    # engine's server under `mergechat serve`, each with an argv list built from fixed words,
-    # paths and checked numbers. A new one needs the same review.
-    assert subprocess_users == {"core/demo_fetch.py", "core/gguf_convert.py", "serve.py"}
+    # The only child processes: pip (fetching the demo wheel), the GGUF converter, the app's
+    # engine process (this Python running a fixed module, its pipes' numbers and the probe
+    # cache path as argv) and the engine's server under `mergechat serve`, each with an argv
+    # list built from fixed words, paths and checked numbers. A new one needs the same review.
+    assert subprocess_users == {
+        "core/demo_fetch.py",
+        "core/engine_child.py",
+        "core/gguf_convert.py",
+        "serve.py",
+    }
 
 
 # -- user-only files -------------------------------------------------------------------------------
