@@ -44,8 +44,9 @@ import common
 TARGET_S = 0.3
 ALT_SCREEN = b"\x1b[?1049h"
 STATUS = b"loading"
-#: The footer's F2 key and its label (colour codes between them); not a toast titled "Settings".
-FOOTER = re.compile(rb" f2 (?:\x1b\[[0-9;]*m)*Settings")
+#: The footer's F2 key and its label (colour codes, and the compact footer's one space, between
+#: them); not a toast titled "Settings".
+FOOTER = re.compile(rb"f2(?:\x1b\[[0-9;]*m)* ?(?:\x1b\[[0-9;]*m)* ?Settings")
 #: A Textual app with a status line and a footer, nothing else: the floor for first paint.
 BARE_TEXTUAL = """
 from textual.app import App

@@ -7,10 +7,12 @@ shapes every consumer (engine, CLI doctor, settings screen) shares.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mergechat.core.dtypes import DType
-from mergechat.core.probe_shape import ProbeShape
+
+if TYPE_CHECKING:
+    from mergechat.core.probe_shape import ProbeShape
 
 Verdict = Literal["ok", "slow", "unsupported", "does not fit"]
 DeviceKind = Literal["cpu", "cuda", "mps", "xpu"]

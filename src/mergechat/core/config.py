@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mergechat.core import config_rules as rules
-from mergechat.core import config_write, locations
+from mergechat.core import locations
 from mergechat.core.api import GenerationSettings
 from mergechat.core.config_rules import GENERATION_RULES, NAME_RE, show_value
 from mergechat.core.config_rules import check_generation_value as check_generation_value
@@ -301,6 +301,8 @@ def config_text(config: Config) -> str:
     for (table, key), value in settings_items(config).items():
         sections.setdefault(table, {})[key] = value
     sections.setdefault("keymap", {})  # an empty table shows where keys are changed
+    from mergechat.core import config_write  # tomlkit: only when writing (not at start-up)
+
     return config_write.new_document(sections).as_string()
 
 
@@ -314,6 +316,8 @@ def save_config(
     as they are. A missing file is written whole. A file that cannot be read or parsed is never
     replaced. Returns the file; raises `MergechatError` when nothing could be saved.
     """
+    from mergechat.core import config_write  # tomlkit: only when writing (not at start-up)
+
     path = path or locations.config_file()
     if path.is_symlink():  # keep a dotfiles symlink intact: write where it points
         path = path.resolve()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import astuple, dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from mergechat.core.model_info import ModelInfo
+if TYPE_CHECKING:  # only a type here: the UI imports this module before first paint
+    from mergechat.core.model_info import ModelInfo
 
 #: Tokens of a typical chat turn: the context it prefills and the reply it decodes.
 TURN_PROMPT_TOKENS: Final[int] = 1000

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from mergechat.core import config_write, locations
+from mergechat.core import locations
 from mergechat.core.remote.target import looks_remote, url_text
 
 MAX_RECENT_MODELS = 10
@@ -48,6 +48,8 @@ def remember(recent: list[str], model: str | Path, path: Path | None = None) -> 
     updated = [entry, *(p for p in recent if model_key(p) != entry)][:MAX_RECENT_MODELS]
     path = path or locations.state_file()
     text = json.dumps({"recent_models": updated}, ensure_ascii=False, indent=1) + "\n"
+    from mergechat.core import config_write  # tomlkit: only when writing (not at start-up)
+
     try:
         locations.ensure_private_dir(path.parent)
         config_write.atomic_write(path, text.encode("utf-8", "surrogatepass"))
