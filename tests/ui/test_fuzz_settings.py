@@ -25,6 +25,7 @@ from mergechat.core.config import (
     save_config,
 )
 from mergechat.core.dtypes import DTYPES
+from mergechat.core.remote.target import looks_remote
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.settings import SettingsScreen
 
@@ -85,7 +86,8 @@ _PATHS = st.one_of(
 def test_model_path_check_never_raises(text: str) -> None:
     problem = logic.model_path_problem(text)
     if problem is None:
-        assert not text.strip() or Path(os.path.expanduser(text)).exists()
+        url = looks_remote(text.strip())
+        assert not text.strip() or url or Path(os.path.expanduser(text)).exists()
     else:
         assert isinstance(problem, str) and not _CONTROL.search(problem), repr(problem)
 
@@ -93,6 +95,7 @@ def test_model_path_check_never_raises(text: str) -> None:
 def test_model_path_check_messages(tmp_path: Path) -> None:
     assert logic.model_path_problem(str(tmp_path)) is None
     assert logic.model_path_problem("") is None
+    assert logic.model_path_problem("https://box:8000/v1") is None  # asked on Apply
     assert logic.model_path_problem("~no-such-user-here/m") == (
         "no such file or folder: ~no-such-user-here/m"
     )

@@ -226,6 +226,20 @@ async def test_a_missing_model_path_is_reported_on_apply(model_dir: Path) -> Non
         assert h.app.results == []
 
 
+async def test_a_server_url_is_not_read_as_a_folder_and_applies(model_dir: Path) -> None:
+    h = Harness(model_dir)
+    async with h.app.run_test(size=SIZE) as pilot:
+        await h.ready(pilot)
+        url = "http://127.0.0.1:8000/v1"
+        h.screen.query_one("#model-path", Input).value = url
+        await wait_until(pilot, lambda: "a model on a server" in h.text("#model-info"))
+        assert "no such file" not in h.text("#model-path-error")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: h.app.results != [])
+    result = h.app.results[0]
+    assert result.reload and result.config.model.path == url
+
+
 async def test_generation_changes_are_saved_without_reloading(model_dir: Path) -> None:
     state = loaded_state(model_dir)
     h = Harness(model_dir, state=state)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from mergechat.core.config import Config, ModelConfig, remember_model, save_conf
 from mergechat.core.dtypes import DTYPES, DType
 from mergechat.core.errors import MergechatError
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.remote.target import looks_remote
 from mergechat.ui.path_completion import PathSuggester
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens import settings_view as view
@@ -196,6 +196,12 @@ class SettingsScreen(Screen[SettingsResult | None]):
         path_text = self._path_value()
         if path_text != self._inspected:
             self._inspected, self._info = path_text, None
+            if path_text and looks_remote(path_text):
+                # A server's model is asked on Apply; there are no files here to read.
+                self._show_model(
+                    Content.styled("a model on a server: asked on Apply", "$text-muted")
+                )
+                return
             if path_text:
                 self._show_model(Content.styled("reading the model's files…", "$text-muted"))
                 self._inspect(path_text)
@@ -357,7 +363,7 @@ class SettingsScreen(Screen[SettingsResult | None]):
             return
         device, dtype = self._select_value("device"), self._select_value("dtype")
         model = ModelConfig(
-            path=os.path.abspath(os.path.expanduser(path_text)) if path_text else "",
+            path=logic.config_path(path_text),
             device=device,
             dtype=dtype,
             trust_remote_code=self.query_one("#trust", Checkbox).value,

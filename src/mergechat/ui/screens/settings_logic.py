@@ -12,6 +12,7 @@ from mergechat.core.capabilities import Recommendation
 from mergechat.core.config import Config
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
 from mergechat.core.model_info import ModelInfo
+from mergechat.core.remote.target import looks_remote, url_text
 from mergechat.core.verdict_rules import probe_verdict_text
 from mergechat.core.visible import escape_control
 
@@ -52,8 +53,8 @@ def model_path_problem(text: str) -> str | None:
     The text is data: ``~`` is expanded, nothing else is interpreted. Never raises, whatever
     the text (a NUL, ``~unknown-user``, a name too long for the file system).
     """
-    if not text.strip():
-        return None
+    if not text.strip() or looks_remote(text.strip()):
+        return None  # a server's URL is checked on Apply, against the server
     shown = escape_control(text)  # one line, and no escape sequence reaches the screen
     if "\x00" in text:
         return f"a path cannot contain a NUL character: {shown}"
@@ -122,8 +123,19 @@ def confirmation_reasons(
     return reasons
 
 
+def config_path(text: str) -> str:
+    """What a typed model path is saved as: a server's URL as written, a path made absolute."""
+    if not text:
+        return ""
+    if looks_remote(text):
+        return url_text(text)
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def _path_key(path: str | Path) -> str:
     """The resolved form of ``path`` for comparing; its absolute form when it cannot resolve."""
+    if looks_remote(path):
+        return url_text(path)
     text = os.path.expanduser(os.fspath(path))
     try:
         return str(Path(text).resolve())
