@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from mergechat.core import locations
+from mergechat.core import json_cache, locations
 from mergechat.core.api import MeasuredSpeed
 from mergechat.core.capabilities import ProbeResult
 from mergechat.core.dtypes import DType
@@ -127,6 +126,10 @@ def compare(
     )
 
 
+#: Format of the hints file (``{"version", "entries": {key: when first said}}``).
+_HINTS_VERSION: Final[int] = 1
+
+
 def _hints_file() -> Path:
     return locations.probe_cache_file().with_name("faster_hints.json")
 
@@ -136,20 +139,9 @@ def first_time(model_path: Path, machine: str, dtype: DType) -> bool:
     remembers it, so the next run stays quiet (an unwritable file only means saying it again)."""
     path = _hints_file()
     key = hashlib.sha256(f"{model_path}|{machine}|{dtype}".encode()).hexdigest()[:24]
-    try:
-        seen = json.loads(path.read_text(encoding="utf-8"))
-        seen = seen if isinstance(seen, dict) else {}
-    except (OSError, ValueError):
-        seen = {}
+    seen = json_cache.read_entries(path, _HINTS_VERSION)
     if key in seen:
         return False
     seen[key] = time.time()
-    try:
-        locations.ensure_private_dir(path.parent)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(seen), encoding="utf-8")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    except OSError:
-        pass
+    json_cache.write_entries(path, _HINTS_VERSION, seen)
     return True
