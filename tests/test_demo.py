@@ -323,5 +323,7 @@ def test_real_gguf_file_loads_directly(demo_gguf: Path) -> None:
     data = json.loads(proc.stdout)
     assert "Paris" in data["reply"]
     assert data["dtype"] == "float32" and data["device"] == "cpu"
-    # No progress bar from transformers' GGUF reader, no traceback: warnings at most.
-    assert all(x.startswith("mergechat: warning: ") for x in proc.stderr.splitlines())
+    # No progress bar from transformers' GGUF reader, no traceback: warnings and notes at most
+    # (a note when calibration finds a clearly faster precision depends on this run's timing).
+    said = ("mergechat: warning: ", "mergechat: note: ")
+    assert all(x.startswith(said) for x in proc.stderr.splitlines()), proc.stderr
