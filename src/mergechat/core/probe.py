@@ -18,7 +18,7 @@ from mergechat.core.dtypes import DTYPES, DType
 from mergechat.core.probe_cache import cache_key, probes_from_entry, read_entries, store_entry
 from mergechat.core.probe_kernel import build_master, make_kernels, plan_for
 from mergechat.core.probe_shape import GENERIC, ProbeShape
-from mergechat.core.probe_timing import Progress, _Run, error_text, run_staged, time_device
+from mergechat.core.probe_timing import DtypeRun, Progress, error_text, run_staged, time_device
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _synchronizer(device: DeviceInfo) -> Callable[[], None]:
     return lambda: torch.xpu.synchronize(device.id)
 
 
-def _check(device: DeviceInfo, run: _Run, sync: Callable[[], None]) -> None:
+def _check(device: DeviceInfo, run: DtypeRun, sync: Callable[[], None]) -> None:
     """Does ``run.dtype`` run at all on ``device`` and give finite output? (tiny kernels)"""
     import torch
 
@@ -73,13 +73,13 @@ def probe_device(
 
     report: Progress = progress or (lambda _f, _t: None)
     sync = _synchronizer(device)
-    runs = [_Run(dtype) for dtype in dtypes]
+    runs = [DtypeRun(dtype) for dtype in dtypes]
     report(0.0, f"checking dtypes on {device.id}")
     for run in runs:
         _check(device, run, sync)
     threads = torch.get_num_threads() if device.kind == "cpu" else 1
     try:
-        timing = time_device(device, shape, runs, sync, threads, report)
+        results = time_device(device, shape, runs, sync, threads, report)
     except Exception as exc:
         text = f"could not be probed with this model's shapes: {error_text(exc)}"
         return tuple(
@@ -88,7 +88,7 @@ def probe_device(
         )
     finally:
         _release_memory(device)
-    return timing.results
+    return results
 
 
 def _release_memory(device: DeviceInfo) -> None:

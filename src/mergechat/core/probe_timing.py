@@ -41,7 +41,7 @@ def error_text(exc: BaseException) -> str:
 
 
 @dataclass
-class _Run:
+class DtypeRun:
     """Working state of one dtype while its device is timed."""
 
     dtype: DType
@@ -73,7 +73,9 @@ def _finite(torch: Any, out: Any) -> bool:
     return bool(torch.isfinite(out).all().item())
 
 
-def _warm(run: _Run, plan: Plan, master: list[dict[str, Any]], sync: Callable[[], None]) -> None:
+def _warm(
+    run: DtypeRun, plan: Plan, master: list[dict[str, Any]], sync: Callable[[], None]
+) -> None:
     """Cast this dtype's kernels and run each piece once (first calls pay one-off costs)."""
     import torch
 
@@ -90,7 +92,7 @@ def _warm(run: _Run, plan: Plan, master: list[dict[str, Any]], sync: Callable[[]
         run.error, run.kernels = error_text(exc), None
 
 
-def _round(runs: list[_Run], sync: Callable[[], None]) -> None:
+def _round(runs: list[DtypeRun], sync: Callable[[], None]) -> None:
     for run in runs:
         if run.kernels is None or run.error is not None:
             continue
@@ -115,23 +117,14 @@ def _turn(decode: float, prefill: float) -> float:
     return TURN_PROMPT_TOKENS * prefill + TURN_NEW_TOKENS * decode
 
 
-@dataclass(frozen=True)
-class DeviceTiming:
-    """One device's results and how trustworthy they are."""
-
-    results: tuple[ProbeResult, ...]
-    clean_rounds: int
-    rounds: int
-
-
 def time_device(
     device: DeviceInfo,
     shape: ProbeShape,
-    runs: Sequence[_Run],
+    runs: Sequence[DtypeRun],
     sync: Callable[[], None],
     threads: int,
     progress: Progress,
-) -> DeviceTiming:
+) -> tuple[ProbeResult, ...]:
     """Build the kernels, warm each dtype, then time rounds until the budget is spent."""
     plan = plan_for(shape)
     live = [r for r in runs if r.error is None]
@@ -159,11 +152,11 @@ def time_device(
     for run in runs:
         run.kernels = None
     reliable = len(clean) >= MIN_CLEAN or count == 0
-    return DeviceTiming(_results(device, plan, runs, clean, reliable), len(clean), count)
+    return _results(device, plan, runs, clean, reliable)
 
 
 def _results(
-    device: DeviceInfo, plan: Plan, runs: Sequence[_Run], clean: list[int], reliable: bool
+    device: DeviceInfo, plan: Plan, runs: Sequence[DtypeRun], clean: list[int], reliable: bool
 ) -> tuple[ProbeResult, ...]:
     """Turn the rounds into per-dtype predictions and verdicts."""
     rounds = clean if clean else None
