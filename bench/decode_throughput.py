@@ -6,7 +6,7 @@ greedy tokens (a linked copy of the model whose generation config forces the len
 
 - ``bare``: ``AutoModelForCausalLM.from_pretrained`` + ``apply_chat_template`` +
   ``model.generate`` on the main thread; a streamer that only notes the time of each token.
-- ``oneshot``: ``mergechat.oneshot.run_oneshot`` (what ``mergechat PATH --prompt`` runs) over
+- ``oneshot``: ``mergechat.cli.oneshot.run_oneshot`` (what ``mergechat PATH --prompt`` runs) over
   the real engine, the reply streamed to /dev/null and saved in a scratch history.
 - ``app``: the real ``MergechatApp`` and engine headless through ``App.run_test``: paste the
   prompt, press Enter, wait until the app has handled the finished reply (``bench/app_driver.py``).
@@ -95,9 +95,9 @@ def worker(side: str, model: Path, device: str, dtype: str, tokens: int) -> None
 # -- parent side --------------------------------------------------------------------------------
 def runnable(model: Path, device: str) -> tuple[str, str, dict[str, str]]:
     """The device, the detector's dtype for ``model`` and every dtype's verdict text there."""
-    from mergechat.core.inspect import inspect_model
-    from mergechat.core.policy import assess
-    from mergechat.core.probe import detect
+    from mergechat.core.detect.policy import assess
+    from mergechat.core.detect.probe import detect
+    from mergechat.core.model.inspection import inspect_model
 
     assessment = assess(inspect_model(model), detect(), device=device)
     rec = assessment.recommendation

@@ -99,8 +99,9 @@ def cached_worker(model: Path) -> None:
     """Time a cached ``detect`` (the cache dir already holds this shape) in a fresh process."""
     import torch  # noqa: F401  (imported before the clock starts)
 
-    from mergechat.core import inspect, probe
-    from mergechat.core.probe_shape import shape_for
+    from mergechat.core.detect import probe
+    from mergechat.core.detect.probe_shape import shape_for
+    from mergechat.core.model import inspection as inspect
 
     shape = shape_for(inspect.inspect_model(model))
     start = time.perf_counter()

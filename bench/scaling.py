@@ -92,7 +92,7 @@ def engine_side(model: Path, device: str, dtype: str) -> tuple[Any, str]:
         ReplyFinished,
         ReplyStarted,
     )
-    from mergechat.core.engine import Engine
+    from mergechat.core.engine.engine import Engine
 
     events: queue.Queue[Any] = queue.Queue()
     engine = Engine(events.put)

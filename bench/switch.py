@@ -46,7 +46,7 @@ class EngineDriver:
     """The real Engine with a queue for a sink; the main thread waits for the events it needs."""
 
     def __init__(self) -> None:
-        from mergechat.core.engine import Engine
+        from mergechat.core.engine.engine import Engine
 
         self.events: queue.Queue[Any] = queue.Queue()
         self.engine = Engine(self.events.put)
@@ -63,7 +63,6 @@ class EngineDriver:
 
 def worker(model: Path, device: str, method: str) -> None:
     """Load ``model``, force ``method`` for every switch and serve one cycle per ``run``."""
-    from mergechat.core import switching
     from mergechat.core.api import (
         CapabilitiesReady,
         LoadFailed,
@@ -72,7 +71,8 @@ def worker(model: Path, device: str, method: str) -> None:
         SwitchFailed,
         SwitchFinished,
     )
-    from mergechat.core.loader import holds_disk_values
+    from mergechat.core.engine import switching
+    from mergechat.core.engine.loader import holds_disk_values
 
     driver = EngineDriver()
     driver.engine.detect(None, device)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from fixtures.broken_models import CASES, PAYLOAD_MARKER, Case, build_pickle_bin_payload
-from mergechat import cli
+from mergechat.cli import main as cli
 
 ONESHOT_FLAGS = ["--prompt", "hi", "--max-new-tokens", "4", "--temperature", "0", "--json"]
 ONESHOT_FLAGS += ["--no-history"]
@@ -38,9 +38,9 @@ _CPU_OOM = (
 @pytest.fixture
 def steady_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every dtype probes equally fast, so no machine-dependent speed note joins the output."""
-    from mergechat.core import probe
-    from mergechat.core.capabilities import Capabilities, ProbeResult
-    from mergechat.core.devices import detect_devices
+    from mergechat.core.detect import probe
+    from mergechat.core.detect.capabilities import Capabilities, ProbeResult
+    from mergechat.core.detect.devices import detect_devices
     from mergechat.core.dtypes import DTYPES
 
     devices = detect_devices()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mergechat import __version__, cli
+from mergechat import __version__
+from mergechat.cli import main as cli
+from mergechat.cli.oneshot import JSON_KEYS
 from mergechat.core.api import GenerationSettings
-from mergechat.oneshot import JSON_KEYS
 
 
 @pytest.fixture
@@ -203,12 +204,12 @@ def test_app_mode_hands_options_to_run_app(
 def test_unexpected_error_traceback_only_with_debug(
     header_only_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import mergechat.oneshot
+    import mergechat.cli.oneshot
 
     def boom(*args: object, **kwargs: object) -> int:
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(mergechat.oneshot, "run_oneshot", boom)
+    monkeypatch.setattr(mergechat.cli.oneshot, "run_oneshot", boom)
     assert cli.main([str(header_only_model), "--prompt", "hi"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -224,12 +225,12 @@ def test_unexpected_error_traceback_only_with_debug(
 def test_keyboard_interrupt_exits_130_quietly(
     header_only_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import mergechat.oneshot
+    import mergechat.cli.oneshot
 
     def interrupted(*args: object, **kwargs: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mergechat.oneshot, "run_oneshot", interrupted)
+    monkeypatch.setattr(mergechat.cli.oneshot, "run_oneshot", interrupted)
     assert cli.main([str(header_only_model), "--prompt", "hi"]) == 130
     assert capsys.readouterr().err == ""
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.tiny_gguf import build_tiny_gguf, expected_parameter_count
-from mergechat import cli, demo
-from mergechat.core import demo_fetch
+from mergechat.cli import demo
+from mergechat.cli import main as cli
 from mergechat.core.errors import MergechatError
-from mergechat.core.inspect import inspect_model
+from mergechat.core.model import demo_fetch
+from mergechat.core.model.inspection import inspect_model
 
 QUESTION = "What is the capital of France?"
 #: A local port nothing listens on: pip's connection is refused at once.

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mergechat import cli
-from mergechat.core.capabilities import (
+from mergechat.cli.doctor import (
+    DoctorReport,
+    format_text,
+    human_bytes,
+    human_count,
+    report_to_json,
+)
+from mergechat.cli import main as cli
+from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
     ChoiceVerdict,
@@ -18,15 +25,8 @@ from mergechat.core.capabilities import (
     ProbeResult,
     Recommendation,
 )
-from mergechat.core.merge import MergeInfo
-from mergechat.core.model_info import ModelInfo
-from mergechat.doctor import (
-    DoctorReport,
-    format_text,
-    human_bytes,
-    human_count,
-    report_to_json,
-)
+from mergechat.core.model.info import ModelInfo
+from mergechat.core.model.recipe import MergeInfo
 
 GIB = 1024**3
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half' " + "and a long tail " * 10
@@ -191,7 +191,7 @@ def test_doctor_json_on_tiny_merge(
 def test_doctor_warns_about_files_other_users_can_read(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from mergechat.core import locations
+    from mergechat.core.settings import locations
 
     config = locations.config_file()
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def test_doctor_warns_about_files_other_users_can_read(
 def test_doctor_lists_every_config_problem_with_keymap_clashes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from mergechat.core import locations
+    from mergechat.core.settings import locations
 
     config = locations.config_file()
     config.parent.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from mergechat import cli
-from mergechat.core import fidelity_audit
-from mergechat.core.devices import detect_devices
-from mergechat.core.fidelity_cache import cache_file, float16_safety
-from mergechat.core.inspect import inspect_model
+from mergechat.cli import main as cli
+from mergechat.core.detect.devices import detect_devices
+from mergechat.core.detect.fidelity_cache import cache_file, float16_safety
+from mergechat.core.engine import fidelity_audit
+from mergechat.core.model.inspection import inspect_model
 
 
 def _copy_with(source: Path, dest: Path, scale: dict[str, Any]) -> Path:
@@ -163,7 +163,7 @@ def test_malformed_cache_counts_as_absent(models: dict[str, Path]) -> None:
 def test_a_dtype_that_fails_is_a_row_with_its_error(
     models: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mergechat.core.fidelity_models import prepare_model as real
+    from mergechat.core.engine.fidelity_models import prepare_model as real
 
     def failing(info: Any, master: Any, device: str, dtype: str, trust: bool) -> Any:
         if dtype == "float16":

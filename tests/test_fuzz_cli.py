@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mergechat import cli
-from mergechat.core import locations
-from mergechat.core.demo_fetch import ENV_DEMO_WHEEL
-from mergechat.core.history import HistoryStore
+from mergechat.cli import main as cli
+from mergechat.core.model.demo_fetch import ENV_DEMO_WHEEL
+from mergechat.core.settings import locations
+from mergechat.core.store.store import HistoryStore
 
 EXIT_CODES = {0, 1, 2, 130}
 STDERR_SHAPES = (

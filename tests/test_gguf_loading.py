@@ -21,12 +21,12 @@ from fixtures.tiny_gguf import (
     expected_parameter_count,
 )
 from fixtures.tiny_models import CHAT_TEMPLATE
-from mergechat import cli
-from mergechat.core.capabilities import Recommendation
-from mergechat.core.error_translation import translate
+from mergechat.cli import main as cli
+from mergechat.core.detect.capabilities import Recommendation
+from mergechat.core.detect.policy import needed_bytes
+from mergechat.core.engine.error_translation import translate
 from mergechat.core.errors import ModelFolderError
-from mergechat.core.inspect import inspect_model
-from mergechat.core.policy import needed_bytes
+from mergechat.core.model.inspection import inspect_model
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_memory_fit_counts_the_dequantised_weights(gguf_file: Path) -> None:
 
 @pytest.mark.slow
 def test_loader_loads_gguf_dense_in_the_chosen_dtype(gguf_file: Path) -> None:
-    from mergechat.core import loader
+    from mergechat.core.engine import loader
 
     info = inspect_model(gguf_file)
     rec = Recommendation("cpu", "bfloat16", None, "test")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mergechat import cli
+from mergechat.cli.history import build_history_parser, run_history
+from mergechat.cli import main as cli
 from mergechat.core.api import GenerationSettings, ReplyStats
-from mergechat.core.history import HistoryStore, default_path
-from mergechat.history_cli import build_history_parser, run_history
+from mergechat.core.store.store import HistoryStore, default_path
 
 STATS = ReplyStats(9, 4, 0.05, 0.3, 31.5, 13, 4096, "float16", "cuda:0")
 
@@ -108,7 +108,7 @@ def test_delete_needs_yes_without_a_terminal(
 def test_delete_asks_on_a_terminal(
     saved: list[int], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mergechat.history_cli._interactive", lambda: True)
+    monkeypatch.setattr("mergechat.cli.history._interactive", lambda: True)
     answers = iter(["n", "y"])
     monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
     assert _run(capsys, "delete", str(saved[1]))[1] == "nothing deleted\n"

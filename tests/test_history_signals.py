@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.history import HistoryStore
-from mergechat.core.history_types import Conversation
-from mergechat.termination import RESET_SEQUENCE
+from mergechat.core.store.records import Conversation
+from mergechat.core.store.store import HistoryStore
+from mergechat.core.termination import RESET_SEQUENCE
 
 # Greedy decoding of the random tiny model does not stop early on this prompt (checked: 400
 # tokens), so the reply is still streaming when the signal arrives.
@@ -241,7 +241,7 @@ def test_oneshot_in_a_terminal_that_hangs_up_saves_the_reply_and_exits(
 
 _RAW_CHILD = """
 import os, sys, termios, threading, time
-from mergechat.termination import exit_watchdog
+from mergechat.core.termination import exit_watchdog
 attrs = termios.tcgetattr(0)  # as Textual's raw mode: no echo, no line editing, no ^C, no ICRNL
 attrs[0] &= ~(termios.ICRNL | termios.IXON)
 attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.broken_models import build_invalid_generation_defaults, copy_good
-from mergechat import cli
-from mergechat.core.model_defaults import describe, read_model_defaults
+from mergechat.cli import main as cli
+from mergechat.core.settings.model_defaults import describe, read_model_defaults
 
 
 def _folder_with(tmp_path: Path, good: Path, text: str) -> Path:

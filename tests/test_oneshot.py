@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mergechat.cli.oneshot import JSON_KEYS, OneShotRequest, require_device, run_oneshot
 from mergechat.core.api import (
     ChatMessage,
     EngineNotice,
@@ -30,7 +31,6 @@ from mergechat.core.api import (
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import DeviceUnavailableError, MergechatError
 from mergechat.core.streaming import ReplyStream
-from mergechat.oneshot import JSON_KEYS, OneShotRequest, require_device, run_oneshot
 
 
 def _decode(ids: Sequence[int]) -> str:

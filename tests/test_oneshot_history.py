@@ -8,11 +8,11 @@ import signal
 import threading
 from pathlib import Path
 
+from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
+from mergechat.cli.oneshot_history import OneShotHistory
 from mergechat.core.api import EventSink, GenerationSettings, LoadRequest
-from mergechat.core.history import HistoryStore, default_path
-from mergechat.core.history_types import Conversation, normalize_model_path
-from mergechat.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
-from mergechat.oneshot_history import OneShotHistory
+from mergechat.core.store.records import Conversation, normalize_model_path
+from mergechat.core.store.store import HistoryStore, default_path
 from test_oneshot import FakeEngine
 
 SETTINGS = GenerationSettings(temperature=0.0, max_new_tokens=64)

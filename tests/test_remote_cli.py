@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from fixtures.scripted_server import Running, scripted_server
-from mergechat import cli
+from mergechat.cli import main as cli
+from mergechat.cli.oneshot import OneShotRequest, run_oneshot
 from mergechat.core.api import GenerationSettings, LoadRequest
 from mergechat.core.errors import BadInputError
-from mergechat.core.history import HistoryStore, default_path
+from mergechat.core.model.target import RemotePath, parse_target, shown_model, url_text
 from mergechat.core.remote.client import RemoteClient
-from mergechat.core.remote.target import RemotePath, parse_target, shown_model, url_text
-from mergechat.oneshot import OneShotRequest, run_oneshot
+from mergechat.core.store.store import HistoryStore, default_path
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_remote_path_round_trip() -> None:
 
 
 def test_recent_models_keep_a_servers_url(tmp_path: Path) -> None:
-    from mergechat.core import recent_models
+    from mergechat.core.settings import recent_models
 
     served = parse_target("http://127.0.0.1:8000/v1", "m").path()
     state = tmp_path / "state.json"

@@ -45,7 +45,7 @@ def test_oneshot_json_against_transformers_serve(served_tiny_model: ServedModel)
 def test_model_flag_and_no_torch_in_mergechats_process(served_tiny_model: ServedModel) -> None:
     served = served_tiny_model
     code = (
-        "import sys; from mergechat import cli; "
+        "import sys; from mergechat.cli import main as cli; "
         f"rc = cli.main([{served.url!r}, '--model', {served.model!r}, '--prompt', 'hi', "
         "'--max-new-tokens', '3', '--no-history']); "
         "print('torch' in sys.modules, 'transformers' in sys.modules, file=sys.stderr); "

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.cli import main
-from mergechat.core import locations
+from mergechat.cli.main import main
 from mergechat.core.api import EngineEvent, LoadFailed, LoadRequest, ModelLoaded
-from mergechat.core.config import Config, load_config, save_config
-from mergechat.core.history import HistoryStore
-from mergechat.core.history_types import normalize_model_path
-from mergechat.core.toml_text import toml_string
+from mergechat.core.settings import locations
+from mergechat.core.settings.config import Config, load_config, save_config
+from mergechat.core.settings.toml_text import toml_string
+from mergechat.core.store.records import normalize_model_path
+from mergechat.core.store.store import HistoryStore
 from mergechat.core.visible import escape_control
 from mergechat.ui.options import AppOptions
 from mergechat.ui.start_config import effective_config, load_request
@@ -104,7 +104,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def load_through_engine(request: LoadRequest) -> EngineEvent:
     """Load ``request`` on a real engine thread, as the app does; the ModelLoaded/LoadFailed."""
-    from mergechat.core.engine import Engine
+    from mergechat.core.engine.engine import Engine
 
     events: queue.Queue[EngineEvent] = queue.Queue()
     engine = Engine(events.put)
@@ -131,7 +131,7 @@ def app_request(model: Path | None = None) -> LoadRequest:
 def test_trust_is_off_unless_asked_for() -> None:
     assert Config().model.trust_remote_code is False
     assert app_request(Path("/m")).trust_remote_code is False
-    from mergechat.cli import build_parser
+    from mergechat.cli.main import build_parser
 
     assert build_parser().parse_args(["/m", "--prompt", "x"]).trust_remote_code is False
 
@@ -204,12 +204,12 @@ def test_a_known_architecture_with_code_says_its_code_was_not_run(
 _TRUSTED_RUN = """
 import json, sys
 from pathlib import Path
-from mergechat.cli import main
-from mergechat.core.config import load_config
+from mergechat.cli.main import main
+from mergechat.core.settings.config import load_config
 from mergechat.ui.options import AppOptions
 from mergechat.ui.start_config import effective_config, load_request
 from mergechat.core.api import LoadFailed, ModelLoaded
-from mergechat.core.engine import Engine
+from mergechat.core.engine.engine import Engine
 import queue
 
 flag_folder, flag_marker, config_marker = sys.argv[1:4]
@@ -401,7 +401,7 @@ def test_a_model_path_on_the_command_line_is_data(
 
 def test_a_model_path_from_the_config_file_is_data(tmp_path: Path, in_tmp: Path) -> None:
     """What the app does at start-up with ``[model] path``: the load fails naming the path."""
-    from mergechat.core.engine import Engine
+    from mergechat.core.engine.engine import Engine
 
     marker = tmp_path / "marker"
     config_file = locations.config_file()
@@ -513,10 +513,10 @@ def test_the_source_runs_no_shell_and_evaluates_nothing() -> None:
     # cache path as argv) and the engine's server under `mergechat serve`, each with an argv
     # list built from fixed words, paths and checked numbers. A new one needs the same review.
     assert subprocess_users == {
-        "core/demo_fetch.py",
-        "core/engine_child.py",
-        "core/gguf_convert.py",
-        "serve.py",
+        "core/model/demo_fetch.py",
+        "core/engine/child.py",
+        "core/engine/gguf_convert.py",
+        "cli/serve.py",
     }
 
 
@@ -539,7 +539,7 @@ def permissive_umask(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_config_history_and_cache_are_private_under_any_umask(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, permissive_umask: int
 ) -> None:
-    from mergechat.core.probe_cache import write_entries
+    from mergechat.core.detect.probe_cache import write_entries
 
     # Nothing exists yet: the folders are made below a parent that is not mergechat's.
     base = tmp_path / "home"

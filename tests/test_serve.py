@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from core.test_policy import EPYC, caps, cpu, gpu, model, probes
-from mergechat.cli import main
-from mergechat.core.capabilities import Capabilities
+from mergechat.cli.main import main
+from mergechat.core.detect.capabilities import Capabilities
+from mergechat.core.detect.fidelity_cache import Float16Safety
 from mergechat.core.errors import BadInputError
-from mergechat.core.fidelity_cache import Float16Safety
-from mergechat.core.serve_plan import (
+from mergechat.core.remote.serve_plan import (
     ServePlan,
     ServeRequest,
     build_plan,
@@ -271,7 +271,7 @@ signal.pause()
 """
 _PARENT = """
 import sys
-from mergechat.serve import run_child
+from mergechat.cli.serve import run_child
 sys.exit(run_child((sys.executable, "-c", sys.argv[1]), {}))
 """
 

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mergechat.core import json_cache, served_record
+from mergechat.core.settings import json_cache, served_record
 
 pytestmark = pytest.mark.slow
 

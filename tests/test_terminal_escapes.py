@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.escape_model import ESCAPES, RAW_MARKERS, build_escape_model
-from mergechat import cli
-from mergechat.core.error_translation import translate
+from mergechat.cli import main as cli
+from mergechat.core.engine.error_translation import translate
 from mergechat.core.errors import ModelFolderError
-from mergechat.core.history import HistoryStore, default_path
+from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.core.visible import VisibleStream, escape_control, shown_path
 
 ONESHOT = ["--prompt", "hi", "--max-new-tokens", "3", "--temperature", "0", "--device", "cpu"]
@@ -223,7 +223,7 @@ def test_an_unreadable_tokenizer_json_is_named_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As root a chmod 000 file is still readable, so the denial is simulated."""
-    from mergechat.core.model_info import tokenizer_size_problem
+    from mergechat.core.model.info import tokenizer_size_problem
 
     path = tmp_path / "tokenizer.json"
     path.write_text("{}")

@@ -1,5 +1,5 @@
 """Entry point for ``python -m mergechat``."""
 
-from mergechat.cli import main
+from mergechat.cli.main import main
 
 raise SystemExit(main())

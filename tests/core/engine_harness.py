@@ -25,7 +25,7 @@ from mergechat.core.api import (
     SwitchFailed,
     SwitchFinished,
 )
-from mergechat.core.engine import Engine
+from mergechat.core.engine.engine import Engine
 
 E = TypeVar("E", bound=EngineEvent)
 TIMEOUT = 120.0

@@ -9,9 +9,9 @@ import pytest
 from tests.core.engine_harness import running
 
 from mergechat.core.api import SwitchFinished
-from mergechat.core.calibration import FASTER_HINT, compare, first_time
-from mergechat.core.capabilities import ProbeResult
+from mergechat.core.detect.capabilities import ProbeResult
 from mergechat.core.dtypes import DType
+from mergechat.core.engine.calibration import FASTER_HINT, compare, first_time
 
 
 def predicted(dtype: DType, decode: float, prefill: float, *, reliable: bool = True) -> ProbeResult:

@@ -17,9 +17,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from mergechat.core import locations
 from mergechat.core.api import GenerationSettings
-from mergechat.core.config import (
+from mergechat.core.errors import MergechatError
+from mergechat.core.settings import locations
+from mergechat.core.settings.config import (
     MAX_RECENT_MODELS,
     Config,
     HistoryConfig,
@@ -30,8 +31,7 @@ from mergechat.core.config import (
     remember_model,
     save_config,
 )
-from mergechat.core.errors import MergechatError
-from mergechat.core.toml_text import toml_key, toml_string, toml_value
+from mergechat.core.settings.toml_text import toml_key, toml_string, toml_value
 
 
 def write(path: Path, text: str) -> Path:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core import locations, recent_models
 from mergechat.core.api import GenerationSettings
-from mergechat.core.config import Config, load_config, save_config
 from mergechat.core.errors import MergechatError
+from mergechat.core.settings import locations, recent_models
+from mergechat.core.settings.config import Config, load_config, save_config
 
 HAND_WRITTEN = """\
 # my settings, keep this comment

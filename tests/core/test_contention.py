@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mergechat.core.contention import BUSY_CORES, CpuMeter, disturbed
+from mergechat.core.detect.contention import BUSY_CORES, CpuMeter, disturbed
 
 _SPIN = "import time\nend = time.perf_counter() + 0.8\nwhile time.perf_counter() < end: pass\n"
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from mergechat.core import devices
-from mergechat.core.capabilities import DeviceInfo
-from mergechat.core.devices import (
+from mergechat.core.detect import devices
+from mergechat.core.detect.capabilities import DeviceInfo
+from mergechat.core.detect.devices import (
     cpu_model_and_flags,
     detect_devices,
     parse_device,

@@ -28,7 +28,7 @@ from mergechat.core.api import (
     ReplyStarted,
     SwitchFinished,
 )
-from mergechat.core.engine import Engine
+from mergechat.core.engine.engine import Engine
 
 STAGES = ["inspecting", "probing", "reading", "loading", "casting", "warm-up"]
 HALF = "\"addmm_impl_cpu_\" not implemented for 'Half'"
@@ -303,15 +303,15 @@ def test_device_label_from_the_device_map(
 ) -> None:
     from types import SimpleNamespace
 
-    from mergechat.core.loader import device_label
+    from mergechat.core.engine.loader import device_label
 
     assert device_label(SimpleNamespace(hf_device_map=device_map)) == (label, offloaded)
 
 
 def test_a_device_map_recommendation_loads_through_accelerate(tiny_model_dir: Path) -> None:
-    from mergechat.core.capabilities import Recommendation
-    from mergechat.core.inspect import inspect_model
-    from mergechat.core.loader import load_weights
+    from mergechat.core.detect.capabilities import Recommendation
+    from mergechat.core.engine.loader import load_weights
+    from mergechat.core.model.inspection import inspect_model
 
     rec = Recommendation("cpu", "bfloat16", "auto", "test: spread with accelerate")
     loaded = load_weights(inspect_model(tiny_model_dir), rec, trust_remote_code=False)

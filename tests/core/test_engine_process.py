@@ -32,8 +32,8 @@ from mergechat.core.api import (
     ReplyStarted,
     SwitchFinished,
 )
-from mergechat.core.engine_process import ProcessEngine
-from mergechat.core.engine_wire import RelayedStream
+from mergechat.core.engine.process import ProcessEngine
+from mergechat.core.engine.wire import RelayedStream
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +176,7 @@ def test_the_parent_process_never_imports_torch(tiny_model_dir: Path, tmp_path: 
         import json, queue, sys
         from pathlib import Path
         from mergechat.core.api import *
-        from mergechat.core.engine_process import ProcessEngine
+        from mergechat.core.engine.process import ProcessEngine
 
         events = queue.Queue()
         engine = ProcessEngine(events.put, probe_cache=Path({str(tmp_path / "probes.json")!r}))

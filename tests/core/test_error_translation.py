@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mergechat.core.error_translation import translate
+from mergechat.core.engine.error_translation import translate
 from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError
 
 HALF = "\"addmm_impl_cpu_\" not implemented for 'Half'"

@@ -8,10 +8,10 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from mergechat.core import export
 from mergechat.core.api import GenerationSettings, ReplyStats
 from mergechat.core.errors import MergechatError
-from mergechat.core.history import Conversation, HistoryStore
+from mergechat.core.store import export
+from mergechat.core.store.store import Conversation, HistoryStore
 
 STATS = ReplyStats(
     prompt_tokens=21,

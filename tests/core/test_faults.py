@@ -21,7 +21,6 @@ from engine_harness import Harness, ask, running
 from transformers import LlamaForCausalLM
 from transformers.generation.logits_process import LogitsProcessorList
 
-from mergechat.core import generation, loader, switching
 from mergechat.core.api import (
     GenerationSettings,
     ReplyFailed,
@@ -31,6 +30,7 @@ from mergechat.core.api import (
     SwitchFinished,
     SwitchStarted,
 )
+from mergechat.core.engine import generation, loader, switching
 
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0)
 # ~3000 tokens with the tests' tokenizer: prefill takes a measurable time on the tiny model.

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from mergechat.core.config import (
+from mergechat.core.settings.config import (
     MAX_PROBLEMS,
     MAX_RECENT_MODELS,
     Config,
@@ -32,7 +32,7 @@ from mergechat.core.config import (
     load_config,
     save_config,
 )
-from mergechat.core.toml_text import toml_key, toml_value
+from mergechat.core.settings.toml_text import toml_key, toml_value
 
 FUZZ = settings(
     deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150

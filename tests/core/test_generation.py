@@ -16,10 +16,10 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from fixtures.tiny_models import build_tiny_llama
 from mergechat.core.api import ChatMessage, GenerationSettings, ReplyFinished, ReplyStarted
-from mergechat.core.chat_prompt import CHATML_FALLBACK_TEMPLATE, build_prompt, conversation
+from mergechat.core.engine.chat_prompt import CHATML_FALLBACK_TEMPLATE, build_prompt, conversation
+from mergechat.core.engine.generation import generation_config
+from mergechat.core.engine.hooks import CancelCriteria
 from mergechat.core.errors import BadInputError
-from mergechat.core.generation import generation_config
-from mergechat.core.generation_hooks import CancelCriteria
 
 LONG = "The capital of France is Paris. The capital of Italy is Rome. " * 3
 

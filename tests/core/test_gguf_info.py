@@ -18,7 +18,7 @@ from fixtures.tiny_gguf import (
     expected_parameter_count,
 )
 from mergechat.core.errors import ModelFolderError
-from mergechat.core.gguf_info import read_gguf_info
+from mergechat.core.model.gguf import read_gguf_info
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core import history_schema
 from mergechat.core.api import GenerationSettings, ReplyStats
-from mergechat.core.history import (
+from mergechat.core.store import schema as history_schema
+from mergechat.core.store.schema import LATEST_VERSION, MIGRATIONS
+from mergechat.core.store.store import (
     HistoryStore,
     HistoryUnavailable,
     ReplyRecorder,
     UnknownConversation,
     default_path,
 )
-from mergechat.core.history_schema import LATEST_VERSION, MIGRATIONS
 
 STATS = ReplyStats(
     prompt_tokens=12,
@@ -339,7 +339,7 @@ def test_wal_writer_and_reader_in_two_threads(tmp_path: Path) -> None:
 # -- crash safety ---------------------------------------------------------------------------------
 _WRITER = r"""
 import signal, sys, time
-from mergechat.core.history import HistoryStore, ReplyRecorder
+from mergechat.core.store.store import HistoryStore, ReplyRecorder
 store = HistoryStore.open(sys.argv[1])
 conv = store.new_conversation("/models/tiny")
 store.add_message(conv, "user", "tell me a long story")

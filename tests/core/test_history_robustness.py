@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from mergechat import cli
+from mergechat.cli import main as cli
 from mergechat.core.api import GenerationSettings
-from mergechat.core.history import HistoryStore, default_path
-from mergechat.core.history_lock import ConversationLocks
-from mergechat.core.history_types import UnknownConversation
+from mergechat.core.store.lock import ConversationLocks
+from mergechat.core.store.records import UnknownConversation
+from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.history_recorder import ChatHistory
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -193,7 +193,7 @@ def test_a_killed_holder_does_not_keep_the_conversation(tmp_path: Path) -> None:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from mergechat.core.history_lock import ConversationLocks\n"
+            "from mergechat.core.store.lock import ConversationLocks\n"
             f"assert ConversationLocks(Path({str(folder)!r})).acquire(3) is None\n"
             "print('held', flush=True)\n"
             "time.sleep(60)\n",

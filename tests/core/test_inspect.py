@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mergechat.core.errors import ModelFolderError
-from mergechat.core.inspect import inspect_model
-from mergechat.core.safetensors_header import read_header
+from mergechat.core.model.inspection import inspect_model
+from mergechat.core.model.safetensors_header import read_header
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -402,7 +402,7 @@ def test_truncated_safetensors(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_header_summary_counts_all_tensors_but_floats_only_for_dtypes(tmp_path: Path) -> None:
-    from mergechat.core.safetensors_header import summarize
+    from mergechat.core.model.safetensors_header import summarize
 
     header = {
         "__metadata__": {"format": "pt"},

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from fixtures.broken_models import CASES
-from mergechat.core import finite_check, loader
-from mergechat.core.error_translation import out_of_memory_error, translate
+from mergechat.core.engine import finite_check, loader
+from mergechat.core.engine.error_translation import out_of_memory_error, translate
 from mergechat.core.errors import MergechatError, ModelFolderError
-from mergechat.core.inspect import inspect_model, require_usable
-from mergechat.core.model_info import architecture_problem
-from mergechat.core.safetensors_header import unsafe_pickle_globals
+from mergechat.core.model.info import architecture_problem
+from mergechat.core.model.inspection import inspect_model, require_usable
+from mergechat.core.model.safetensors_header import unsafe_pickle_globals
 
 
 class _Exec:

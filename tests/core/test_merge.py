@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mergechat.core.merge import MergeInfo, read_merge_info, stored_dtype_warning
+from mergechat.core.model.recipe import MergeInfo, read_merge_info, stored_dtype_warning
 
 
 def _write(folder: Path, text: str, name: str = "mergekit_config.yml") -> Path:

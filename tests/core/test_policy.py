@@ -6,19 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.capabilities import Capabilities, DeviceInfo, ProbeResult, Verdict
-from mergechat.core.dtypes import DTYPES, DType, normalize_dtype
-from mergechat.core.errors import DeviceUnavailableError
-from mergechat.core.merge import MergeInfo
-from mergechat.core.model_info import ModelInfo
-from mergechat.core.policy import (
+from mergechat.core.detect.capabilities import Capabilities, DeviceInfo, ProbeResult, Verdict
+from mergechat.core.detect.policy import (
     OVERHEAD_BYTES,
     OVERHEAD_SHARE,
     assess,
     format_bytes,
     needed_bytes,
 )
-from mergechat.core.probe_timing import SLOW_FACTOR
+from mergechat.core.detect.probe_timing import SLOW_FACTOR
+from mergechat.core.dtypes import DTYPES, DType, normalize_dtype
+from mergechat.core.errors import DeviceUnavailableError
+from mergechat.core.model.info import ModelInfo
+from mergechat.core.model.recipe import MergeInfo
 
 GIB = 1024**3
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from mergechat.core import probe, probe_timing
-from mergechat.core.capabilities import DeviceInfo, ProbeResult
-from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.probe import detect, probe_device
-from mergechat.core.probe_cache import cache_key, machine_fingerprint
-from mergechat.core.probe_kernel import (
+from mergechat.core.detect import probe, probe_timing
+from mergechat.core.detect.capabilities import DeviceInfo, ProbeResult
+from mergechat.core.detect.probe import detect, probe_device
+from mergechat.core.detect.probe_cache import cache_key, machine_fingerprint
+from mergechat.core.detect.probe_kernel import (
     HEAD_CAP_ELEMENTS,
     LAYER_CAP_BYTES,
     WORKING_SET_BYTES,
@@ -28,8 +27,9 @@ from mergechat.core.probe_kernel import (
     make_kernels,
     plan_for,
 )
-from mergechat.core.probe_shape import GENERIC, ProbeShape
-from mergechat.core.verdict_rules import speed_text
+from mergechat.core.detect.probe_shape import GENERIC, ProbeShape
+from mergechat.core.detect.verdicts import speed_text
+from mergechat.core.dtypes import DTYPES, DType
 
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"
 GIB = 1024**3

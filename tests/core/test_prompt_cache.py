@@ -13,7 +13,6 @@ import pytest
 import torch
 from engine_harness import Harness, copy_model, running
 
-from mergechat.core import prompt_cache
 from mergechat.core.api import (
     ChatMessage,
     GenerationSettings,
@@ -22,10 +21,11 @@ from mergechat.core.api import (
     ReplyStarted,
     SwitchFinished,
 )
-from mergechat.core.chat_prompt import Prompt
-from mergechat.core.generation import _generate_once_more_on_oom
-from mergechat.core.generation_hooks import IdStreamer
-from mergechat.core.prompt_cache import PromptCache, common_prefix
+from mergechat.core.engine import prompt_cache
+from mergechat.core.engine.chat_prompt import Prompt
+from mergechat.core.engine.generation import _generate_once_more_on_oom
+from mergechat.core.engine.hooks import IdStreamer
+from mergechat.core.engine.prompt_cache import PromptCache, common_prefix
 from mergechat.core.streaming import ReplyStream
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)

@@ -24,9 +24,9 @@ from mergechat.core.api import (
     ReplyStarted,
     SwitchFailed,
 )
+from mergechat.core.model.target import RemotePath
 from mergechat.core.remote.client import RemoteClient
 from mergechat.core.remote.server_info import NOT_REPORTED
-from mergechat.core.remote.target import RemotePath
 
 WAIT_S = 20.0
 
@@ -307,7 +307,7 @@ def test_https_to_a_plain_http_server(harness: Harness, server: Running) -> None
 
 
 def test_what_mergechat_serve_passed_to_a_server_here(harness: Harness, server: Running) -> None:
-    from mergechat.core import served_record
+    from mergechat.core.settings import served_record
 
     entry = {"engine": "transformers", "dtype": "bfloat16", "device": "cuda:0", "pid": os.getpid()}
     served_record.remember(server.port, {**entry, "model": "tiny-chat"})

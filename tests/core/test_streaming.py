@@ -14,7 +14,7 @@ from engine_harness import Harness, ask, copy_model, running
 from transformers import AutoTokenizer
 
 from mergechat.core.api import GenerationSettings, ReplyFinished, ReplyStarted
-from mergechat.core.generation_hooks import IdStreamer
+from mergechat.core.engine.hooks import IdStreamer
 from mergechat.core.streaming import ReplyStream
 
 

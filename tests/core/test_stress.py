@@ -29,7 +29,7 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
-from mergechat.core.engine import Engine
+from mergechat.core.engine.engine import Engine
 from mergechat.ui.engine_proxy import DeferredEngine
 
 SETTINGS = GenerationSettings(max_new_tokens=4, temperature=0.0)

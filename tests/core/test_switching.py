@@ -12,13 +12,13 @@ import torch
 from engine_harness import Harness, ask, running
 from transformers import AutoTokenizer
 
-from mergechat.core import switching
 from mergechat.core.api import (
     GenerationSettings,
     SwitchFailed,
     SwitchFinished,
     SwitchStarted,
 )
+from mergechat.core.engine import switching
 from mergechat.core.errors import MergechatError
 
 
@@ -157,10 +157,10 @@ def test_switch_without_a_model_fails_cleanly(tmp_path_factory: pytest.TempPathF
 
 
 def test_a_cast_gives_exactly_what_a_load_in_that_dtype_gives(tiny_merge_dir: Path) -> None:
-    from mergechat.core.capabilities import Recommendation
-    from mergechat.core.fidelity import probe_logits
-    from mergechat.core.inspect import inspect_model
-    from mergechat.core.loader import load_weights
+    from mergechat.core.detect.capabilities import Recommendation
+    from mergechat.core.engine.fidelity import probe_logits
+    from mergechat.core.engine.loader import load_weights
+    from mergechat.core.model.inspection import inspect_model
 
     info = inspect_model(tiny_merge_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_merge_dir)

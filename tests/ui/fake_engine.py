@@ -34,9 +34,9 @@ from mergechat.core.api import (
     SwitchFinished,
     SwitchStarted,
 )
-from mergechat.core.capabilities import Capabilities, DeviceInfo, ProbeResult
+from mergechat.core.detect.capabilities import Capabilities, DeviceInfo, ProbeResult
 from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.fidelity import FidelityReport
+from mergechat.core.engine.fidelity import FidelityReport
 from mergechat.core.streaming import ReplyStream
 
 #: The reply every request gets unless the test scripts another.

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from mergechat.core.api import CapabilitiesReady, ChatMessage, GenerationSettings, LoadRequest
-from mergechat.core.capabilities import (
+from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
     ChoiceVerdict,
@@ -22,8 +22,8 @@ from mergechat.core.capabilities import (
     Recommendation,
 )
 from mergechat.core.dtypes import DType
-from mergechat.core.merge import MergeInfo
-from mergechat.core.model_info import ModelInfo
+from mergechat.core.model.info import ModelInfo
+from mergechat.core.model.recipe import MergeInfo
 from mergechat.ui.themes import register_themes
 
 UNSUPPORTED_HALF = "unsupported: \"addmm_impl_cpu_\" not implemented for 'Half'"

@@ -19,7 +19,7 @@ from mergechat.core.api import (
     LoadRequest,
     ModelLoaded,
 )
-from mergechat.core.config import Config
+from mergechat.core.settings.config import Config
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.engine_events import error_text
 from mergechat.ui.messages import EngineEventMessage

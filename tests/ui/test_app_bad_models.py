@@ -21,7 +21,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from fixtures.broken_models import CASES, Case
-from mergechat import cli
+from mergechat.cli import main as cli
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.settings import SettingsScreen
@@ -229,7 +229,7 @@ async def test_out_of_memory_at_load_keeps_the_app_and_the_previous_model(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fixtures.broken_models import copy_good
-    from mergechat.core import loader
+    from mergechat.core.engine import loader
 
     big = copy_good(tiny_model_dir, tmp_path / "too-big")
     kinds = iter(["cuda", "cpu"])

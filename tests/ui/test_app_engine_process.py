@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from app_helpers import wait_for
 
-from mergechat.core.engine_process import ProcessEngine
-from mergechat.core.engine_wire import RelayedStream
+from mergechat.core.engine.process import ProcessEngine
+from mergechat.core.engine.wire import RelayedStream
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.settings import SettingsScreen

@@ -10,7 +10,7 @@ from app_helpers import FakeApp, wait_for
 from fake_engine import Script
 from textual.pilot import Pilot
 
-from mergechat.core.history_types import Conversation, StoredMessage
+from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.ui.transcript import show_transcript
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import ConversationView, UserMessage

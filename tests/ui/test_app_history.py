@@ -18,8 +18,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from mergechat.core.api import ReplyFinished
-from mergechat.core.history import HistoryStore, default_path
-from mergechat.core.history_types import Conversation, normalize_model_path
+from mergechat.core.store.records import Conversation, normalize_model_path
+from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.clipboard import CopyMenu
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.confirm import ConfirmScreen
@@ -370,7 +370,7 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
 ) -> None:
     documents = tmp_path / "Documents"
     documents.mkdir()
-    monkeypatch.setattr("mergechat.core.export.default_export_dir", lambda: documents)
+    monkeypatch.setattr("mergechat.core.store.export.default_export_dir", lambda: documents)
     fake = FakeApp()
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)

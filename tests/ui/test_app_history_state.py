@@ -11,9 +11,9 @@ from fake_engine import Script
 from test_app_history import LONG_REPLY, SIZE, ready, send, shown, store
 from textual.widgets import Input
 
-from mergechat.core.history_lock import ConversationLocks
-from mergechat.core.history_types import normalize_model_path
-from mergechat.oneshot_history import OneShotHistory
+from mergechat.cli.oneshot_history import OneShotHistory
+from mergechat.core.store.lock import ConversationLocks
+from mergechat.core.store.records import normalize_model_path
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.confirm import ConfirmScreen
 from mergechat.ui.screens.conversations import ConversationsScreen
@@ -115,7 +115,7 @@ async def test_a_one_shot_run_does_not_replace_the_app_conversation() -> None:
 async def test_export_to_an_existing_file_asks_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mergechat.core.export.default_export_dir", lambda: tmp_path)
+    monkeypatch.setattr("mergechat.core.store.export.default_export_dir", lambda: tmp_path)
     existing = tmp_path / "mine.md"
     existing.write_text("precious")
     fake = FakeApp()

@@ -11,8 +11,8 @@ from fake_engine import Script
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
-from mergechat.core import locations, recent_models
-from mergechat.core.config import load_config
+from mergechat.core.settings import locations, recent_models
+from mergechat.core.settings.config import load_config
 from mergechat.ui.commands import palette_commands
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.help import HelpScreen

@@ -15,9 +15,9 @@ from textual.pilot import Pilot
 from fixtures.scripted_server import Running, scripted_server
 from fixtures.transformers_server import ServedModel
 from mergechat.core.api import EventSink, LoadRequest
+from mergechat.core.model.target import parse_target
 from mergechat.core.remote.routing import RoutingEngine
 from mergechat.core.remote.server_info import NOT_REPORTED
-from mergechat.core.remote.target import parse_target
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.assistant_message import AssistantMessage

@@ -27,7 +27,7 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.dtypes import DType
-from mergechat.core.history import HistoryStore, default_path
+from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.assistant_message import AssistantMessage

@@ -15,7 +15,7 @@ from mergechat.core.api import (
     MeasuredSpeed,
     ModelState,
 )
-from mergechat.core.capabilities import (
+from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
     ChoiceVerdict,
@@ -23,7 +23,7 @@ from mergechat.core.capabilities import (
     ProbeResult,
     Recommendation,
 )
-from mergechat.core.config import Config
+from mergechat.core.settings.config import Config
 from mergechat.ui.conversation import Conversation
 from mergechat.ui.engine_proxy import DeferredEngine, EngineNotReadyError
 from mergechat.ui.options import AppOptions

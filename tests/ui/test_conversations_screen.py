@@ -9,7 +9,7 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Input
 
-from mergechat.core.history import HistoryStore
+from mergechat.core.store.store import HistoryStore
 from mergechat.ui.screens.confirm import ConfirmScreen
 from mergechat.ui.screens.conversations import ConversationsScreen, OpenConversation
 

@@ -16,16 +16,16 @@ from screen_helpers import DetectEngine, HostApp, make_event, wait_until
 from textual.widgets import Input, Static
 
 from mergechat.core.api import GenerationSettings, ModelState
-from mergechat.core.capabilities import Recommendation
-from mergechat.core.config import (
+from mergechat.core.detect.capabilities import Recommendation
+from mergechat.core.dtypes import DTYPES
+from mergechat.core.model.target import looks_remote
+from mergechat.core.settings.config import (
     Config,
     ModelConfig,
     load_config,
     parse_generation_field,
     save_config,
 )
-from mergechat.core.dtypes import DTYPES
-from mergechat.core.remote.target import looks_remote
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.settings import SettingsScreen
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mergechat.core.api import ChatMessage, GenerationSettings, ReplyStats
-from mergechat.core.history import HistoryStore
+from mergechat.core.store.store import HistoryStore
 from mergechat.ui.history_recorder import ChatHistory
 
 STATS = ReplyStats(5, 3, 0.2, 0.6, 10.0, 8, 512, "float32", "cpu")
@@ -160,7 +160,7 @@ def test_first_failure_turns_history_off_with_one_notice(store: HistoryStore) ->
 
 _SSH_SESSION = r"""
 import signal, sys, time
-from mergechat.core.history import HistoryStore
+from mergechat.core.store.store import HistoryStore
 from mergechat.ui.history_recorder import ChatHistory
 
 history = ChatHistory(HistoryStore.open(sys.argv[1]), interval_s=1.0)

@@ -22,9 +22,9 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static, TextArea
 
 from mergechat.core.api import GenerationSettings, ModelState
-from mergechat.core.capabilities import Recommendation
-from mergechat.core.config import Config, ModelConfig, load_config
+from mergechat.core.detect.capabilities import Recommendation
 from mergechat.core.dtypes import DType
+from mergechat.core.settings.config import Config, ModelConfig, load_config
 from mergechat.ui.path_completion import complete_path
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.confirm import ConfirmScreen

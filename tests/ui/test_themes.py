@@ -10,7 +10,7 @@ from textual.color import Color
 from textual.screen import Screen
 from textual.theme import Theme
 
-from mergechat.core import locations
+from mergechat.core.settings import locations
 from mergechat.ui.themes import (
     FALLBACK_THEME,
     load_theme_files,

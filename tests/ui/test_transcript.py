@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from mergechat.core.history_types import Conversation, StoredMessage
+from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.ui.transcript import resumed_finish, stored_footer, transcript_widgets
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import UserMessage

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from mergechat.core.dtypes import DType
 
 if TYPE_CHECKING:
-    from mergechat.core.capabilities import Assessment, Capabilities
-    from mergechat.core.fidelity import FidelityReport
+    from mergechat.core.detect.capabilities import Assessment, Capabilities
+    from mergechat.core.engine.fidelity import FidelityReport
     from mergechat.core.streaming import ReplyStream
 
 Role = Literal["system", "user", "assistant"]

@@ -23,18 +23,18 @@ from textual.binding import BindingType
 from textual.screen import Screen
 from textual.theme import Theme
 
-from mergechat.core import recent_models
 from mergechat.core.api import (
     CapabilitiesReady,
     EngineEvent,
     LoadRequest,
     ModelState,
 )
-from mergechat.core.config import Config, load_config, save_config
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.core.model.target import looks_remote, precision_help, shown_model, url_text
 from mergechat.core.remote.routing import routing_factory
-from mergechat.core.remote.target import looks_remote, precision_help, shown_model, url_text
+from mergechat.core.settings import recent_models
+from mergechat.core.settings.config import Config, load_config, save_config
 from mergechat.core.visible import escape_control
 from mergechat.ui.app_history import AppHistory
 from mergechat.ui.bindings import APP_BINDINGS, help_rows, keymap_problems, prompt_placeholder

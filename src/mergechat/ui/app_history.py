@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergechat.core.history_types import HistoryUnavailable
-from mergechat.termination import add_loop_handlers, exit_watchdog, remove_loop_handlers
+from mergechat.core.store.records import HistoryUnavailable
+from mergechat.core.termination import add_loop_handlers, exit_watchdog, remove_loop_handlers
 from mergechat.ui.history_recorder import ChatHistory
 
 if TYPE_CHECKING:
@@ -43,8 +43,8 @@ class AppHistory:
         elif not app.config.history.enabled:
             self.off_reason = "History is off ([history] enabled = false in the config)."
         else:
-            from mergechat.core.history import HistoryStore
-            from mergechat.core.history_lock import ConversationLocks
+            from mergechat.core.store.lock import ConversationLocks
+            from mergechat.core.store.store import HistoryStore
 
             try:
                 self.history.store = store = HistoryStore.open()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergechat.core.api import ChatMessage, GenerationSettings, ReplyFinished
-from mergechat.core.history_types import Conversation as SavedConversation
+from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.core.streaming import ReplyStream
 from mergechat.ui.conversation import ReplyKind
 from mergechat.ui.history_recorder import ChatHistory, ReplyHandle

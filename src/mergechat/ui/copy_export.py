@@ -11,9 +11,9 @@ from textual.app import App
 
 from mergechat.core.api import ChatMessage
 from mergechat.core.errors import MergechatError
-from mergechat.core.export import ExportFormat
-from mergechat.core.export_paths import free_path
-from mergechat.core.history_types import Conversation
+from mergechat.core.store.export import ExportFormat
+from mergechat.core.store.export_paths import free_path
+from mergechat.core.store.records import Conversation
 from mergechat.ui.clipboard import (
     CopyMenu,
     CopyTarget,
@@ -88,7 +88,7 @@ def export_conversation(
     conversation = saved_conversation(app, history)
     if conversation is None:
         return None
-    from mergechat.core.export import default_export_dir, default_filename, write_export
+    from mergechat.core.store.export import default_export_dir, default_filename, write_export
 
     folder = default_export_dir() if path is None else path if path.is_dir() else None
     if folder is not None:
@@ -108,7 +108,7 @@ def open_export_dialog(app: App[Any], history: ChatHistory) -> None:
     conversation = saved_conversation(app, history)
     if conversation is None:
         return
-    from mergechat.core.export import default_export_dir, default_filename
+    from mergechat.core.store.export import default_export_dir, default_filename
     from mergechat.ui.screens.confirm import ConfirmScreen
     from mergechat.ui.screens.export import ExportScreen, format_for
 

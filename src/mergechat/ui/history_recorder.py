@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from mergechat.core.api import FinishReason, GenerationSettings, ModelState, ReplyStats, Role
-from mergechat.core.history_types import (
+from mergechat.core.store.records import (
     HistoryUnavailable,
     MessageState,
     StoredMessage,
@@ -17,9 +17,9 @@ from mergechat.core.history_types import (
 from mergechat.ui.history_session import HistorySession, ModelPath
 
 if TYPE_CHECKING:
-    from mergechat.core.history import HistoryStore
-    from mergechat.core.history_lock import ConversationLocks
-    from mergechat.core.reply_recorder import ReplyRecorder
+    from mergechat.core.store.lock import ConversationLocks
+    from mergechat.core.store.recorder import ReplyRecorder
+    from mergechat.core.store.store import HistoryStore
 
 #: The same kinds as the chat screen's `ReplyKind`.
 ReplyKind = Literal["new", "regenerate", "continue"]
@@ -95,7 +95,7 @@ class ChatHistory(HistorySession):
         """
         if self.store is None:
             return None
-        from mergechat.core.reply_recorder import ReplyRecorder
+        from mergechat.core.store.recorder import ReplyRecorder
 
         if kind == "regenerate":
             self.drop_last_reply()

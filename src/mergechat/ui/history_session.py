@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mergechat.core.api import ChatMessage, ModelState
-from mergechat.core.history_types import Conversation, HistoryUnavailable, UnknownConversation
+from mergechat.core.store.records import Conversation, HistoryUnavailable, UnknownConversation
 
 if TYPE_CHECKING:
-    from mergechat.core.history import HistoryStore
-    from mergechat.core.history_lock import ConversationLocks
+    from mergechat.core.store.lock import ConversationLocks
+    from mergechat.core.store.store import HistoryStore
 
 ModelPath = str | os.PathLike[str] | None
 

@@ -18,10 +18,10 @@ def real_engine(sink: EventSink) -> EngineClient:
     ``MERGECHAT_ENGINE=thread`` keeps it in a thread of the app's process instead.
     """
     if os.environ.get("MERGECHAT_ENGINE", "process").strip().lower() == "thread":
-        from mergechat.core.engine import Engine
+        from mergechat.core.engine.engine import Engine
 
         return Engine(sink)
-    from mergechat.core.engine_process import ProcessEngine
+    from mergechat.core.engine.process import ProcessEngine
 
     return ProcessEngine(sink)
 
@@ -37,4 +37,4 @@ def freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.enable()  # `mergechat.cli` turns it off until the first frame
+    gc.enable()  # `mergechat.cli.main` turns it off until the first frame

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mergechat.core.api import GenerationSettings, LoadRequest
-from mergechat.core.config import Config
 from mergechat.core.dtypes import parse_dtype_choice
+from mergechat.core.settings.config import Config
 from mergechat.ui.options import AppOptions
 
 _GENERATION_FIELDS = frozenset(f.name for f in fields(GenerationSettings))

@@ -12,8 +12,8 @@ from textual.app import App
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from mergechat.core import locations
-from mergechat.core.config import DEFAULT_THEME
+from mergechat.core.settings import locations
+from mergechat.core.settings.config import DEFAULT_THEME
 
 if sys.version_info >= (3, 11):
     import tomllib

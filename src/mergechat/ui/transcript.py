@@ -8,7 +8,7 @@ from textual.widget import Widget
 
 from mergechat.core.api import FinishReason, ReplyStats
 from mergechat.core.dtypes import DType
-from mergechat.core.history_types import Conversation, StoredMessage
+from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
 from mergechat.ui.widgets.conversation_view import ConversationView, UserMessage
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mergechat.core.api import CapabilitiesReady, MeasuredSpeed, ModelState
+from mergechat.core.detect.verdicts import probe_verdict_text
 from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.verdict_rules import probe_verdict_text
 
 #: Shown for a precision the detector has not reported on (yet).
 UNKNOWN = "not measured yet"

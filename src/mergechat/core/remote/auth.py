@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergechat.core import locations
+from mergechat.core.settings import locations
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -35,6 +35,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.core.model.target import RemoteTarget, precision_help, target_of
 from mergechat.core.remote.auth import find_api_key
 from mergechat.core.remote.faults import server_text
 from mergechat.core.remote.reply import ReplyJob, TextStream, run_reply
@@ -45,7 +46,6 @@ from mergechat.core.remote.server_info import (
     describe,
     list_models,
 )
-from mergechat.core.remote.target import RemoteTarget, precision_help, target_of
 
 #: Seconds to wait for a server's answer (also between two streamed pieces);
 #: ``MERGECHAT_REMOTE_TIMEOUT`` overrides it.

@@ -9,7 +9,7 @@ import ssl
 import urllib.error
 
 from mergechat.core.errors import BadInputError, MergechatError
-from mergechat.core.remote.target import RemoteTarget
+from mergechat.core.model.target import RemoteTarget
 from mergechat.core.visible import escape_control
 
 KEY_HINT = "set MERGECHAT_API_KEY (or OPENAI_API_KEY, or [remote] api_key in the config file)"

@@ -23,9 +23,9 @@ from mergechat.core.api import (
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
+from mergechat.core.model.target import RemoteTarget
 from mergechat.core.remote.faults import server_text, status_error, transport_error
 from mergechat.core.remote.server_info import ServerInfo
-from mergechat.core.remote.target import RemoteTarget
 from mergechat.core.streaming import ReplyStream
 
 

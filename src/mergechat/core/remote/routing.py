@@ -21,7 +21,7 @@ from mergechat.core.api import (
     LoadRequest,
 )
 from mergechat.core.dtypes import DType
-from mergechat.core.remote.target import looks_remote
+from mergechat.core.model.target import looks_remote
 
 LocalFactory = Callable[[EventSink], EngineClient]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from mergechat.core.dtypes import normalize_dtype
 from mergechat.core.errors import BadInputError, MergechatError
+from mergechat.core.model.target import RemoteTarget
 from mergechat.core.remote.faults import fetch_error, server_text
-from mergechat.core.remote.target import RemoteTarget
 
 NOT_REPORTED = "precision not reported by the server"
 #: Seconds for each engine-specific look-up (a server without the endpoint answers 404 at once).
@@ -132,7 +132,7 @@ def _served_here(target: RemoteTarget, model: str) -> dict[str, Any]:
     ``transformers serve`` do not report it themselves)."""
     if not target.loopback:
         return {}
-    from mergechat.core import served_record
+    from mergechat.core.settings import served_record
 
     entry = served_record.lookup(target.port)
     if entry is None or entry.get("model") not in (None, model):

@@ -19,7 +19,7 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
-from mergechat.core.history_types import Conversation as SavedConversation
+from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
@@ -33,7 +33,7 @@ from mergechat.ui.widgets.prompt_input import PromptInput
 from mergechat.ui.widgets.status_bar import Phase, StatusBar, StatusInfo
 
 if TYPE_CHECKING:
-    from mergechat.core.export import ExportFormat
+    from mergechat.core.store.export import ExportFormat
 
 #: Why a prompt cannot be sent in each non-ready phase (the text stays in the input).
 _NOT_READY: dict[Phase, str] = {

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
-from mergechat.core.history import ConversationSummary, HistoryStore, HistoryUnavailable
+from mergechat.core.store.store import ConversationSummary, HistoryStore, HistoryUnavailable
 from mergechat.core.visible import escape_control
 from mergechat.ui.screens.confirm import ConfirmScreen
 

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-from mergechat.core.export import ExportFormat
+from mergechat.core.store.export import ExportFormat
 
 
 def format_for(path: Path) -> ExportFormat:

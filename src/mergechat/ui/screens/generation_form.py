@@ -11,7 +11,7 @@ from textual.content import Content
 from textual.widgets import Input, Label, Static, TextArea
 
 from mergechat.core.api import GenerationSettings
-from mergechat.core.config import parse_generation_field
+from mergechat.core.settings.config import parse_generation_field
 
 #: (field name, label, hint) of the number inputs, in tab order.
 GENERATION_FIELDS: tuple[tuple[str, str, str], ...] = (

@@ -20,11 +20,11 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from textual.worker import get_current_worker
 
 from mergechat.core.api import CapabilitiesReady, EngineClient, ModelState
-from mergechat.core.config import Config, ModelConfig, remember_model, save_config
 from mergechat.core.dtypes import DTYPES, DType
 from mergechat.core.errors import MergechatError
-from mergechat.core.model_info import ModelInfo
-from mergechat.core.remote.target import looks_remote
+from mergechat.core.model.info import ModelInfo
+from mergechat.core.model.target import looks_remote
+from mergechat.core.settings.config import Config, ModelConfig, remember_model, save_config
 from mergechat.ui.path_completion import PathSuggester
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens import settings_view as view
@@ -47,7 +47,7 @@ class SettingsResult:
 
 
 def _inspect_model(path: Path) -> ModelInfo:
-    from mergechat.core.inspect import inspect_model
+    from mergechat.core.model.inspection import inspect_model
 
     return inspect_model(path)
 

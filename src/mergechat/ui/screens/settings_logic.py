@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergechat.core.api import CapabilitiesReady, ModelState
-from mergechat.core.capabilities import Recommendation
-from mergechat.core.config import Config
+from mergechat.core.detect.capabilities import Recommendation
+from mergechat.core.detect.verdicts import probe_verdict_text
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
-from mergechat.core.model_info import ModelInfo
-from mergechat.core.remote.target import looks_remote, url_text
-from mergechat.core.verdict_rules import probe_verdict_text
+from mergechat.core.model.info import ModelInfo
+from mergechat.core.model.target import looks_remote, url_text
+from mergechat.core.settings.config import Config
 from mergechat.core.visible import escape_control
 
 #: Verdicts that make a choice impossible to apply.

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from textual.content import Content
 
-from mergechat.core.capabilities import Assessment
+from mergechat.core.detect.capabilities import Assessment
 from mergechat.core.dtypes import DType
-from mergechat.core.model_info import ModelInfo
+from mergechat.core.model.info import ModelInfo
 from mergechat.ui.screens import settings_logic as logic
 
 _VERDICT_STYLES = {"ok": "$text-success", "slow": "$text-warning"}

@@ -1,0 +1,1 @@
+"""Command-line entry points: argument parsing, one-shot mode, doctor, history, serve, demo."""

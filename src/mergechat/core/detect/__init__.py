@@ -1,0 +1,1 @@
+"""Hardware detection: devices, the model-shaped precision probe, memory fit, policy."""

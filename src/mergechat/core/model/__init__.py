@@ -1,0 +1,1 @@
+"""What the user points at (folder, GGUF file, server URL), its metadata and merge recipe."""

@@ -1,0 +1,1 @@
+"""Chat history: the SQLite store, the one reply recorder, and export."""
