@@ -2,7 +2,7 @@
 """Set up a local virtual environment and run mergechat or its tests: needs only Python 3.10+.
 
     python3 tools/bootstrap.py demo        # install, then open the app on the demo model
-    python3 tools/bootstrap.py test [ARGS] # install with the dev extra, then run pytest [ARGS]
+    python3 tools/bootstrap.py test [ARGS] # install (dev extra), lint-imports, then pytest [ARGS]
     python3 tools/bootstrap.py install     # install with the dev extra only
 
 torch is installed first, pinned. On Linux without an NVIDIA GPU the CPU-only build is taken from
@@ -160,6 +160,10 @@ def main(argv: list[str]) -> int:
     if command == "test":
         install("dev")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        _step("checking the architecture contracts (lint-imports, pyproject.toml)")
+        contracts = subprocess.run([str(_bin("lint-imports"))], cwd=ROOT, env=env).returncode
+        if contracts != 0:
+            return contracts
         pytest = [str(_bin("python")), "-m", "pytest", *rest]
         return subprocess.run(pytest, cwd=ROOT, env=env).returncode
     if command == "demo":
