@@ -19,6 +19,7 @@ from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
     EventSink,
+    FidelityReport,
     GenerationSettings,
     LoadFailed,
     LoadProgress,
@@ -36,7 +37,6 @@ from mergechat.core.api import (
 )
 from mergechat.core.detect.capabilities import Capabilities, DeviceInfo, ProbeResult
 from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.engine.fidelity import FidelityReport
 from mergechat.core.streaming import ReplyStream
 
 #: The reply every request gets unless the test scripts another.

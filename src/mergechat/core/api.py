@@ -15,7 +15,6 @@ from mergechat.core.dtypes import DType
 
 if TYPE_CHECKING:
     from mergechat.core.detect.capabilities import Assessment, Capabilities
-    from mergechat.core.engine.fidelity import FidelityReport
     from mergechat.core.streaming import ReplyStream
 
 Role = Literal["system", "user", "assistant"]
@@ -176,6 +175,25 @@ class ReplyFailed(EngineEvent):
     message: str
     partial_text: str = ""
     hint: str | None = None
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """How closely ``target`` reproduces ``reference`` on `PROBE_TEXT`."""
+
+    reference: DType
+    target: DType
+    positions: int
+    #: Fraction (0..1) of positions whose top-1 next token is the same in both precisions.
+    top1_agreement: float
+    max_abs_logit_diff: float
+
+    def summary(self) -> str:
+        """One line for a notification, e.g. ``float32 vs bfloat16: 97.1% top-1 agreement``."""
+        return (
+            f"{self.target} vs {self.reference}: {self.top1_agreement * 100:.1f}% top-1 "
+            f"agreement over {self.positions} tokens, max logit diff {self.max_abs_logit_diff:.3g}"
+        )
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergechat.core.api import FidelityReport
 from mergechat.core.dtypes import DType
 
 if TYPE_CHECKING:
@@ -39,25 +39,6 @@ AUDIT_TEXT = (
     "The answer is 42, pi is about 3.14159, and 2 ** 16 = 65536. "
     "Bonjour, café, naïve, 東京: text in many scripts should survive every precision."
 )
-
-
-@dataclass(frozen=True)
-class FidelityReport:
-    """How closely ``target`` reproduces ``reference`` on `PROBE_TEXT`."""
-
-    reference: DType
-    target: DType
-    positions: int
-    #: Fraction (0..1) of positions whose top-1 next token is the same in both precisions.
-    top1_agreement: float
-    max_abs_logit_diff: float
-
-    def summary(self) -> str:
-        """One line for a notification, e.g. ``float32 vs bfloat16: 97.1% top-1 agreement``."""
-        return (
-            f"{self.target} vs {self.reference}: {self.top1_agreement * 100:.1f}% top-1 "
-            f"agreement over {self.positions} tokens, max logit diff {self.max_abs_logit_diff:.3g}"
-        )
 
 
 def probe_logits(model: Any, tokenizer: Any, text: str = PROBE_TEXT) -> torch.Tensor:
