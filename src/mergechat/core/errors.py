@@ -33,3 +33,18 @@ class DeviceUnavailableError(BadInputError):
 
 class ConfigError(BadInputError):
     """A config or theme file is invalid; the message names the file, key and reason."""
+
+
+def first_line(exc: BaseException, *, typed: bool = True, limit: int = 300) -> str:
+    """The first line of ``exc``'s message for a one-line report; its type name when it has none.
+
+    ``typed`` puts the type in front (``KeyError: name``); a KeyError's quotes are dropped.
+    """
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and text.startswith("'"):
+        text = text.strip("'")
+    first = text.splitlines()[0].strip() if text else ""
+    if not first:
+        return type(exc).__name__
+    line = f"{type(exc).__name__}: {first}" if typed else first
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -25,6 +25,7 @@ from mergechat.core.detect.probe_kernel import (
 )
 from mergechat.core.detect.probe_shape import TURN_NEW_TOKENS, TURN_PROMPT_TOKENS, ProbeShape
 from mergechat.core.dtypes import DType
+from mergechat.core.errors import first_line
 
 #: A dtype whose turn takes at least this many times the fastest dtype's is ``slow``.
 SLOW_FACTOR: Final[float] = 2.0
@@ -42,9 +43,8 @@ _PIECES: Final[tuple[str, ...]] = ("decode", "prefill", "head")
 
 
 def error_text(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type name when it has none."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
+    """The first line of an exception's message (no type), as probe results report it."""
+    return first_line(exc, typed=False)
 
 
 @dataclass

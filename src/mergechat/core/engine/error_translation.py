@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from mergechat.core.dtypes import DType
-from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError
+from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError, first_line
 
 # `"addmm_impl_cpu_" not implemented for 'Half'` and friends: an op without a kernel for a dtype.
 _NOT_IMPLEMENTED = re.compile(r"\"?([\w.]+)\"? not implemented for '(Half|BFloat16)'")
@@ -82,7 +82,7 @@ def translate(
     text = str(exc)
     if _from_chat_template(exc):
         return ModelFolderError(
-            f"the model's chat template failed: {_first_line(exc)}",
+            f"the model's chat template failed: {first_line(exc)}",
             hint="fix chat_template.jinja (or chat_template in tokenizer_config.json), or remove "
             "it to chat with mergechat's ChatML fallback",
         )
@@ -128,7 +128,7 @@ def translate(
         if found := pattern.search(text):
             detail = f" ({found.group(1)})" if found.groups() else ""
             return ModelFolderError(f"{message}{detail}", hint=hint)
-    return MergechatError(_first_line(exc))
+    return MergechatError(first_line(exc))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -280,11 +280,3 @@ def _from_chat_template(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, KeyError) and text.startswith("'"):
-        text = text.strip("'")
-    first = text.splitlines()[0].strip() if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

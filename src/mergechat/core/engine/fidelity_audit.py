@@ -21,6 +21,7 @@ from mergechat.core.dtypes import DTYPES, DType
 from mergechat.core.engine.fidelity import AUDIT_TEXT, largest_weight, parameters_abs_max
 from mergechat.core.engine.fidelity_activations import ActivationRecorder
 from mergechat.core.engine.fidelity_models import fits, load_model, load_tokenizer, prepare_model
+from mergechat.core.errors import first_line
 from mergechat.core.model.info import ModelInfo
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def audit_model(
         tokenizer = load_tokenizer(info, trust_remote_code)
         input_ids = _encode(tokenizer, info)
     except Exception as exc:
-        text = f"could not load the tokenizer: {_one_line(exc)}"
+        text = f"could not load the tokenizer: {first_line(exc)}"
         failed = tuple(FidelityRow(d.id, t, error=text) for d in devices for t in DTYPES)
         return FidelityAudit(failed, None, 0)
     tokens = int(input_ids.shape[-1])
@@ -124,7 +125,7 @@ def _audit_row(
         model = prepare_model(info, master, device.id, dtype, trust_remote_code)
         return FidelityRow(device.id, dtype), _measure(model, input_ids)
     except Exception as exc:
-        return FidelityRow(device.id, dtype, error=_one_line(exc)), None
+        return FidelityRow(device.id, dtype, error=first_line(exc)), None
     finally:
         if model is not master:
             del model
@@ -196,11 +197,6 @@ def _encode(tokenizer: Any, info: ModelInfo) -> torch.Tensor:
     limit = min(MAX_TOKENS, info.context_length or MAX_TOKENS)
     ids: torch.Tensor = tokenizer(AUDIT_TEXT, return_tensors="pt")["input_ids"]
     return ids[:, :limit]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _free() -> None:
