@@ -1,20 +1,18 @@
 """Small versioned JSON cache files (probes, fidelity, hints): read leniently, written atomically.
 
 A cache is never worth a crash: anything unreadable or of another version counts as empty, and a
-failed write only logs. Files are user-only (mkstemp creates them 0600).
+failed write only logs. Files are user-only (0600).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mergechat.core.settings import locations
+from mergechat.core.settings.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +31,9 @@ def read_entries(path: Path, version: int) -> dict[str, Any]:
 
 def write_entries(path: Path, version: int, entries: dict[str, Any]) -> None:
     """Write ``{"version", "entries"}`` atomically: a crash mid-write never leaves half a file."""
-    tmp: str | None = None
+    data = json.dumps({"version": version, "entries": entries}, indent=1)
     try:
         locations.ensure_private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": version, "entries": entries}, fh, indent=1)
-        os.replace(tmp, path)
+        atomic_write(path, data.encode("utf-8"))
     except OSError:
         log.warning("could not write the cache file %s", path, exc_info=True)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mergechat.core.model.target import looks_remote, url_text
 from mergechat.core.settings import locations
+from mergechat.core.settings.atomic import atomic_write
 
 MAX_RECENT_MODELS = 10
 
@@ -48,13 +49,9 @@ def remember(recent: list[str], model: str | Path, path: Path | None = None) -> 
     updated = [entry, *(p for p in recent if model_key(p) != entry)][:MAX_RECENT_MODELS]
     path = path or locations.state_file()
     text = json.dumps({"recent_models": updated}, ensure_ascii=False, indent=1) + "\n"
-    from mergechat.core.settings import (
-        write as config_write,  # tomlkit: only when writing (not at start-up)
-    )
-
     try:
         locations.ensure_private_dir(path.parent)
-        config_write.atomic_write(path, text.encode("utf-8", "surrogatepass"))
+        atomic_write(path, text.encode("utf-8", "surrogatepass"))
     except (OSError, UnicodeEncodeError):
         pass  # a read-only data folder: the list is still right for this session
     return updated

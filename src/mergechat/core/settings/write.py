@@ -4,10 +4,8 @@ replaced, and the previous file is kept as ``config.toml.bak``."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from tomlkit.items import Table
 
 from mergechat.core.errors import MergechatError
 from mergechat.core.settings import locations
+from mergechat.core.settings.atomic import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,18 +122,3 @@ def write_with_backup(path: Path, text: str) -> None:
             f"cannot save settings to {path}: {exc.strerror or exc}",
             hint=f"check the folder's permissions or set ${locations.ENV_CONFIG_FILE}",
         ) from exc
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` (0600) so a reader sees the old or the new file, never half."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
