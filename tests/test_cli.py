@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from mergechat import __version__
+from mergechat.cli import app_launch
+from mergechat.cli import args as cli_args
 from mergechat.cli import main as cli
 from mergechat.cli.oneshot import JSON_KEYS
-from mergechat.core.api import GenerationSettings
+from mergechat.core.settings.generation import GenerationSettings
 
 
 @pytest.fixture
@@ -137,7 +139,7 @@ def test_generation_settings_from_flags() -> None:
         ["--temperature", "0", "--top-p", "0.9", "--top-k", "40", "--max-new-tokens", "8",
          "--repetition-penalty", "1.1", "--seed", "3", "--system", "Be brief.", "--dtype", "bf16"]
     )  # fmt: skip
-    assert cli.generation_settings(args) == GenerationSettings(
+    assert cli_args.generation_settings(args) == GenerationSettings(
         temperature=0.0,
         top_p=0.9,
         top_k=40,
@@ -148,19 +150,19 @@ def test_generation_settings_from_flags() -> None:
     )
     assert args.dtype == "bfloat16"
     defaults, _ = cli.parse([])
-    assert cli.generation_settings(defaults) == GenerationSettings()
+    assert cli_args.generation_settings(defaults) == GenerationSettings()
 
 
 def test_app_options_keep_unset_flags_none(tmp_path: Path) -> None:
     args, _ = cli.parse([str(tmp_path), "--device", "CPU", "--temperature", "0.7", "--debug"])
-    options = cli.app_options_from_args(args)
+    options = app_launch.app_options_from_args(args)
     assert options.model_path == tmp_path.resolve()
     assert options.device == "cpu"
     assert options.dtype is None
     assert dict(options.generation_overrides) == {"temperature": 0.7}
     assert options.trust_remote_code is False
     assert options.debug is True
-    empty = cli.app_options_from_args(cli.parse([])[0])
+    empty = app_launch.app_options_from_args(cli.parse([])[0])
     assert empty.model_path is None and empty.device is None
     assert dict(empty.generation_overrides) == {}
 
@@ -171,7 +173,7 @@ def test_app_mode_reports_missing_app_or_runs_it(
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
+    monkeypatch.setattr(app_launch, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main([]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mergechat: error: the app is not available yet")
@@ -190,7 +192,7 @@ def test_app_mode_hands_options_to_run_app(
         return 0
 
     monkeypatch.setattr(mergechat.ui.app, "run_app", fake_run_app)
-    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
+    monkeypatch.setattr(app_launch, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main([str(header_only_model), "--dtype", "fp16", "--seed", "5"]) == 0
     assert seen == [
         AppOptions(
@@ -322,7 +324,7 @@ def test_app_mode_opens_on_a_missing_path(tmp_path: Path, monkeypatch: pytest.Mo
 
     seen: list[AppOptions] = []
     monkeypatch.setattr(mergechat.ui.app, "run_app", lambda options: seen.append(options) or 0)
-    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
+    monkeypatch.setattr(app_launch, "require_terminal", lambda: None)  # pytest's stdin is no tty
     missing = tmp_path / "gone" / "model"
     assert cli.main([str(missing)]) == 0
     assert [options.model_path for options in seen] == [missing]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.tiny_gguf import build_tiny_gguf, expected_parameter_count
-from mergechat.cli import demo
+from mergechat.cli import app_launch, demo
 from mergechat.cli import main as cli
 from mergechat.core.errors import MergechatError
 from mergechat.core.model import demo_fetch
@@ -203,7 +203,7 @@ def test_demo_opens_the_app_on_the_demo_folder(
 
     monkeypatch.setattr(demo, "ensure_demo_model", fake_ensure)
     monkeypatch.setattr(mergechat.ui.app, "run_app", fake_run_app)
-    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
+    monkeypatch.setattr(app_launch, "require_terminal", lambda: None)  # pytest's stdin is no tty
     assert cli.main(["--demo", "--temperature", "0"]) == 0
     assert seen == [AppOptions(model_path=tmp_path, generation_overrides={"temperature": 0.0})]
     assert capsys.readouterr().err == "mergechat: demo: saved to somewhere\n"

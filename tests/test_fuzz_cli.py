@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mergechat.cli import app_launch
 from mergechat.cli import main as cli
 from mergechat.core.model.demo_fetch import ENV_DEMO_WHEEL
 from mergechat.core.settings import locations
@@ -143,7 +144,7 @@ def cli_env(
     monkeypatch.setenv(locations.ENV_CACHE_DIR, str(cache))
     monkeypatch.setenv(ENV_DEMO_WHEEL, str(tmp_path / "no-such-wheel.whl"))
     monkeypatch.setattr(app_module, "run_app", lambda options: 0)  # the app is tested elsewhere
-    monkeypatch.setattr(cli, "require_terminal", lambda: None)  # pytest's stdin is no tty
+    monkeypatch.setattr(app_launch, "require_terminal", lambda: None)  # pytest's stdin is no tty
     (tmp_path / "empty").mkdir()
     (tmp_path / "plain.txt").write_text("not a model")
     (tmp_path / "garbage.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)

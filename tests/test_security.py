@@ -131,7 +131,7 @@ def app_request(model: Path | None = None) -> LoadRequest:
 def test_trust_is_off_unless_asked_for() -> None:
     assert Config().model.trust_remote_code is False
     assert app_request(Path("/m")).trust_remote_code is False
-    from mergechat.cli.main import build_parser
+    from mergechat.cli.args import build_parser
 
     assert build_parser().parse_args(["/m", "--prompt", "x"]).trust_remote_code is False
 

