@@ -80,26 +80,30 @@ def test_detect_devices_on_this_machine_lists_the_cpu_first() -> None:
     assert all(d.kind != "cpu" for d in found[1:])
 
 
-def test_cpu_memory_from_meminfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text(
-        "MemTotal:       16384000 kB\nMemFree:  100 kB\nMemAvailable:    8192000 kB\n"
-    )
+class _Memory:
+    """What psutil.virtual_memory() returns, as far as device detection reads it."""
+
+    total = 16384000 * 1024
+    available = 8192000 * 1024
+    free = 100 * 1024
+
+
+def test_cpu_memory_from_psutil(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(X86_CPUINFO)
-    monkeypatch.setattr(devices, "_PROC_MEMINFO", meminfo)
+    monkeypatch.setattr(devices.psutil, "virtual_memory", _Memory)
     monkeypatch.setattr(devices, "_PROC_CPUINFO", cpuinfo)
     cpu = detect_devices()[0]
-    assert cpu.total_bytes == 16384000 * 1024
-    assert cpu.free_bytes == 8192000 * 1024  # MemAvailable, not MemFree
+    assert cpu.total_bytes == _Memory.total
+    assert cpu.free_bytes == _Memory.available  # available, not free
     assert cpu.bf16_native is True
     assert "avx512_bf16" in cpu.features
 
 
-def test_cpu_without_proc_falls_back_to_sysconf_and_platform(
+def test_cpu_without_proc_still_has_memory_and_a_name(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(devices, "_PROC_MEMINFO", tmp_path / "missing")
+    # macOS and Windows have no /proc: memory still comes from psutil, the name from platform.
     monkeypatch.setattr(devices, "_PROC_CPUINFO", tmp_path / "missing")
     monkeypatch.setattr(platform, "processor", lambda: "arm")
     cpu = detect_devices()[0]
@@ -107,6 +111,16 @@ def test_cpu_without_proc_falls_back_to_sysconf_and_platform(
     assert cpu.features == ()
     assert cpu.bf16_native is None  # unknown without flags, not "absent"
     assert cpu.total_bytes is not None and cpu.total_bytes > 0
+    assert cpu.free_bytes is not None and 0 < cpu.free_bytes <= cpu.total_bytes
+
+
+def test_memory_psutil_cannot_read_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(devices.psutil, "virtual_memory", broken)
+    cpu = detect_devices()[0]
+    assert cpu.total_bytes is None and cpu.free_bytes is None
 
 
 # --- faked CUDA -------------------------------------------------------------------------------

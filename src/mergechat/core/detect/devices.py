@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
+
 from mergechat.core.detect.capabilities import DeviceInfo
 from mergechat.core.errors import DeviceUnavailableError
 
@@ -34,9 +36,8 @@ RELEVANT_CPU_FLAGS: Final[tuple[str, ...]] = (
 )
 _BF16_FLAGS: Final[frozenset[str]] = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
+#: CPU flags come from here (psutil has none); memory comes from psutil.
 _PROC_CPUINFO = Path("/proc/cpuinfo")
-_PROC_MEMINFO = Path("/proc/meminfo")
-_PROC_STAT = Path("/proc/stat")
 
 _SPEC = re.compile(r"^(cpu|cuda|mps|xpu)(?::(\d+))?$")
 
@@ -64,29 +65,14 @@ def cpu_model_and_flags(cpuinfo: str | None) -> tuple[str, tuple[str, ...]]:
     return name, tuple(f for f in RELEVANT_CPU_FLAGS if f in flags)
 
 
-def _meminfo_bytes(meminfo: str | None) -> tuple[int | None, int | None]:
-    """MemTotal and MemAvailable in bytes from ``/proc/meminfo`` text."""
-    values: dict[str, int] = {}
-    for line in (meminfo or "").splitlines():
-        key, _, value = line.partition(":")
-        parts = value.split()
-        if key in ("MemTotal", "MemAvailable") and parts and parts[0].isdigit():
-            values[key] = int(parts[0]) * 1024  # the kernel writes kB (KiB)
-    return values.get("MemTotal"), values.get("MemAvailable")
-
-
-def _sysconf_bytes() -> tuple[int | None, int | None]:
-    """Total and free RAM from sysconf, where /proc/meminfo is missing (macOS, BSD)."""
+def _ram_bytes() -> tuple[int | None, int | None]:
+    """Total and available RAM (psutil: Linux, macOS and Windows alike); None when unknown."""
     try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = page * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+        memory = psutil.virtual_memory()
+    except (OSError, RuntimeError, psutil.Error):
+        log.debug("psutil could not read the memory", exc_info=True)
         return None, None
-    try:
-        free: int | None = page * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        free = None
-    return total, free
+    return int(memory.total), int(memory.available)
 
 
 def cpu_cores() -> int | None:
@@ -99,9 +85,7 @@ def cpu_cores() -> int | None:
 
 def _cpu_device() -> DeviceInfo:
     name, flags = cpu_model_and_flags(_read_text(_PROC_CPUINFO))
-    total, free = _meminfo_bytes(_read_text(_PROC_MEMINFO))
-    if total is None:
-        total, free = _sysconf_bytes()
+    total, free = _ram_bytes()
     # Without flags (non-Linux) native bf16 is unknown rather than absent.
     bf16 = bool(_BF16_FLAGS & set(flags)) if flags else None
     return DeviceInfo("cpu", "cpu", name, total, free, flags, cpu_cores(), bf16_native=bf16)
