@@ -21,7 +21,6 @@ from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -31,6 +30,7 @@ from mergechat.core.api import (
 from mergechat.core.dtypes import DType
 from mergechat.core.engine.engine import Engine
 from mergechat.core.engine.process import ProcessEngine
+from mergechat.core.settings.generation import GenerationSettings
 
 #: Seconds a model load or one reply may take before the worker gives up.
 TIMEOUT_S = 600.0

@@ -76,7 +76,8 @@ class Chat:
         return event
 
     def reply(self, messages: list[Any], tokens: int) -> Any:
-        from mergechat.core.api import GenerationSettings, ReplyFailed, ReplyFinished
+        from mergechat.core.api import ReplyFailed, ReplyFinished
+        from mergechat.core.settings.generation import GenerationSettings
 
         self.engine.generate(messages, GenerationSettings(max_new_tokens=tokens, temperature=0))
         event = self.wait(ReplyFinished, ReplyFailed)

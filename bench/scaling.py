@@ -84,7 +84,6 @@ def engine_side(model: Path, device: str, dtype: str) -> tuple[Any, str]:
 
     from mergechat.core.api import (
         ChatMessage,
-        GenerationSettings,
         LoadFailed,
         LoadRequest,
         ModelLoaded,
@@ -93,6 +92,7 @@ def engine_side(model: Path, device: str, dtype: str) -> tuple[Any, str]:
         ReplyStarted,
     )
     from mergechat.core.engine.engine import Engine
+    from mergechat.core.settings.generation import GenerationSettings
 
     events: queue.Queue[Any] = queue.Queue()
     engine = Engine(events.put)

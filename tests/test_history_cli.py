@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.cli.history import build_history_parser, run_history
 from mergechat.cli import main as cli
-from mergechat.core.api import GenerationSettings, ReplyStats
+from mergechat.cli.history import build_history_parser, run_history
+from mergechat.core.api import ReplyStats
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.store import HistoryStore, default_path
 
 STATS = ReplyStats(9, 4, 0.05, 0.3, 31.5, 13, 4096, "float16", "cuda:0")

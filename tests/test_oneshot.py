@@ -17,7 +17,6 @@ from mergechat.core.api import (
     EngineNotice,
     EventSink,
     FinishReason,
-    GenerationSettings,
     LoadFailed,
     LoadProgress,
     LoadRequest,
@@ -30,6 +29,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import DeviceUnavailableError, MergechatError
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 

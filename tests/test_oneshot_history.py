@@ -10,7 +10,8 @@ from pathlib import Path
 
 from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
 from mergechat.cli.oneshot_history import OneShotHistory
-from mergechat.core.api import EventSink, GenerationSettings, LoadRequest
+from mergechat.core.api import EventSink, LoadRequest
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation, normalize_model_path
 from mergechat.core.store.store import HistoryStore, default_path
 from test_oneshot import FakeEngine

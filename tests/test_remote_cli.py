@@ -15,10 +15,11 @@ import pytest
 from fixtures.scripted_server import Running, scripted_server
 from mergechat.cli import main as cli
 from mergechat.cli.oneshot import OneShotRequest, run_oneshot
-from mergechat.core.api import GenerationSettings, LoadRequest
+from mergechat.core.api import LoadRequest
 from mergechat.core.errors import BadInputError
 from mergechat.core.model.target import RemotePath, parse_target, shown_model, url_text
 from mergechat.core.remote.client import RemoteClient
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.store import HistoryStore, default_path
 
 

@@ -15,7 +15,6 @@ import pytest
 from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -26,6 +25,7 @@ from mergechat.core.api import (
     SwitchFinished,
 )
 from mergechat.core.engine.engine import Engine
+from mergechat.core.settings.generation import GenerationSettings
 
 E = TypeVar("E", bound=EngineEvent)
 TIMEOUT = 120.0

@@ -17,7 +17,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from mergechat.core.api import GenerationSettings
 from mergechat.core.errors import MergechatError
 from mergechat.core.settings import locations
 from mergechat.core.settings.config import (
@@ -31,6 +30,7 @@ from mergechat.core.settings.config import (
     remember_model,
     save_config,
 )
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.settings.toml_text import toml_key, toml_string, toml_value
 
 

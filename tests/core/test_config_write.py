@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.api import GenerationSettings
 from mergechat.core.errors import MergechatError
 from mergechat.core.settings import locations, recent_models
 from mergechat.core.settings.config import Config, load_config, save_config
+from mergechat.core.settings.generation import GenerationSettings
 
 HAND_WRITTEN = """\
 # my settings, keep this comment

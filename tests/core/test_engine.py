@@ -18,7 +18,6 @@ from mergechat.core.api import (
     CapabilitiesReady,
     EngineEvent,
     EngineNotice,
-    GenerationSettings,
     LoadFailed,
     LoadProgress,
     LoadRequest,
@@ -29,6 +28,7 @@ from mergechat.core.api import (
     SwitchFinished,
 )
 from mergechat.core.engine.engine import Engine
+from mergechat.core.settings.generation import GenerationSettings
 
 STAGES = ["inspecting", "probing", "reading", "loading", "casting", "warm-up"]
 HALF = "\"addmm_impl_cpu_\" not implemented for 'Half'"

@@ -24,7 +24,6 @@ from mergechat.core.api import (
     CapabilitiesReady,
     EngineCrashed,
     EngineEvent,
-    GenerationSettings,
     LoadRequest,
     ModelLoaded,
     ReplyFailed,
@@ -34,6 +33,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.engine.process import ProcessEngine
 from mergechat.core.engine.wire import RelayedStream
+from mergechat.core.settings.generation import GenerationSettings
 
 pytestmark = pytest.mark.slow
 

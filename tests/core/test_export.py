@@ -8,8 +8,9 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from mergechat.core.api import GenerationSettings, ReplyStats
+from mergechat.core.api import ReplyStats
 from mergechat.core.errors import MergechatError
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store import export
 from mergechat.core.store.store import Conversation, HistoryStore
 

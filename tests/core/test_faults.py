@@ -22,7 +22,6 @@ from transformers import LlamaForCausalLM
 from transformers.generation.logits_process import LogitsProcessorList
 
 from mergechat.core.api import (
-    GenerationSettings,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
@@ -31,6 +30,7 @@ from mergechat.core.api import (
     SwitchStarted,
 )
 from mergechat.core.engine import generation, loader, switching
+from mergechat.core.settings.generation import GenerationSettings
 
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0)
 # ~3000 tokens with the tests' tokenizer: prefill takes a measurable time on the tiny model.

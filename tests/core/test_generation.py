@@ -15,11 +15,12 @@ from engine_harness import Harness, ask, copy_model, running
 from transformers import AutoTokenizer, GenerationConfig
 
 from fixtures.tiny_models import build_tiny_llama
-from mergechat.core.api import ChatMessage, GenerationSettings, ReplyFinished, ReplyStarted
+from mergechat.core.api import ChatMessage, ReplyFinished, ReplyStarted
 from mergechat.core.engine.chat_prompt import CHATML_FALLBACK_TEMPLATE, build_prompt, conversation
 from mergechat.core.engine.generation import generation_config
 from mergechat.core.engine.hooks import CancelCriteria
 from mergechat.core.errors import BadInputError
+from mergechat.core.settings.generation import GenerationSettings
 
 LONG = "The capital of France is Paris. The capital of Italy is Rome. " * 3
 

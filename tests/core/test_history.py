@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.api import GenerationSettings, ReplyStats
+from mergechat.core.api import ReplyStats
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store import schema as history_schema
 from mergechat.core.store.schema import LATEST_VERSION, MIGRATIONS
 from mergechat.core.store.store import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mergechat.cli import main as cli
-from mergechat.core.api import GenerationSettings
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.lock import ConversationLocks
 from mergechat.core.store.records import UnknownConversation
 from mergechat.core.store.store import HistoryStore, default_path

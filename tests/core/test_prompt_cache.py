@@ -15,7 +15,6 @@ from engine_harness import Harness, copy_model, running
 
 from mergechat.core.api import (
     ChatMessage,
-    GenerationSettings,
     LoadProgress,
     ReplyFinished,
     ReplyStarted,
@@ -26,6 +25,7 @@ from mergechat.core.engine.chat_prompt import Prompt
 from mergechat.core.engine.generation import _generate_once_more_on_oom
 from mergechat.core.engine.hooks import IdStreamer
 from mergechat.core.engine.prompt_cache import PromptCache, common_prefix
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)

@@ -15,7 +15,6 @@ from fixtures.scripted_server import Running, scripted_server
 from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -27,6 +26,7 @@ from mergechat.core.api import (
 from mergechat.core.model.target import RemotePath
 from mergechat.core.remote.client import RemoteClient
 from mergechat.core.remote.server_info import NOT_REPORTED
+from mergechat.core.settings.generation import GenerationSettings
 
 WAIT_S = 20.0
 

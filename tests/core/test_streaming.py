@@ -13,8 +13,9 @@ import torch
 from engine_harness import Harness, ask, copy_model, running
 from transformers import AutoTokenizer
 
-from mergechat.core.api import GenerationSettings, ReplyFinished, ReplyStarted
+from mergechat.core.api import ReplyFinished, ReplyStarted
 from mergechat.core.engine.hooks import IdStreamer
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 

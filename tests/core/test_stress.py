@@ -21,7 +21,6 @@ from engine_harness import TIMEOUT, ask, probe_cache
 
 from mergechat.core.api import (
     EngineEvent,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -30,6 +29,7 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.engine.engine import Engine
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.engine_proxy import DeferredEngine
 
 SETTINGS = GenerationSettings(max_new_tokens=4, temperature=0.0)

@@ -13,13 +13,13 @@ from engine_harness import Harness, ask, running
 from transformers import AutoTokenizer
 
 from mergechat.core.api import (
-    GenerationSettings,
     SwitchFailed,
     SwitchFinished,
     SwitchStarted,
 )
 from mergechat.core.engine import switching
 from mergechat.core.errors import MergechatError
+from mergechat.core.settings.generation import GenerationSettings
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from mergechat.core.api import (
     EngineEvent,
     EventSink,
     FidelityReport,
-    GenerationSettings,
     LoadFailed,
     LoadProgress,
     LoadRequest,
@@ -37,6 +36,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.detect.capabilities import Capabilities, DeviceInfo, ProbeResult
 from mergechat.core.dtypes import DTYPES, DType
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 #: The reply every request gets unless the test scripts another.

@@ -12,7 +12,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Static
 
-from mergechat.core.api import CapabilitiesReady, ChatMessage, GenerationSettings, LoadRequest
+from mergechat.core.api import CapabilitiesReady, ChatMessage, LoadRequest
 from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
@@ -24,6 +24,7 @@ from mergechat.core.detect.capabilities import (
 from mergechat.core.dtypes import DType
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.model.recipe import MergeInfo
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.themes import register_themes
 
 UNSUPPORTED_HALF = "unsupported: \"addmm_impl_cpu_\" not implemented for 'Half'"

@@ -21,12 +21,12 @@ from transformers import LlamaForCausalLM
 from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
-    GenerationSettings,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
 )
 from mergechat.core.dtypes import DType
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions

@@ -10,7 +10,6 @@ from fake_engine import FakeEngine
 from mergechat.core.api import (
     CapabilitiesReady,
     ChatMessage,
-    GenerationSettings,
     LoadRequest,
     MeasuredSpeed,
     ModelState,
@@ -24,6 +23,7 @@ from mergechat.core.detect.capabilities import (
     Recommendation,
 )
 from mergechat.core.settings.config import Config
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.conversation import Conversation
 from mergechat.ui.engine_proxy import DeferredEngine, EngineNotReadyError
 from mergechat.ui.options import AppOptions

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from screen_helpers import DetectEngine, HostApp, make_event, wait_until
 from textual.widgets import Input, Static
 
-from mergechat.core.api import GenerationSettings, ModelState
+from mergechat.core.api import ModelState
 from mergechat.core.detect.capabilities import Recommendation
 from mergechat.core.dtypes import DTYPES
 from mergechat.core.model.target import looks_remote
@@ -26,6 +26,7 @@ from mergechat.core.settings.config import (
     parse_generation_field,
     save_config,
 )
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.settings import SettingsScreen
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.api import ChatMessage, GenerationSettings, ReplyStats
+from mergechat.core.api import ChatMessage, ReplyStats
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.store import HistoryStore
 from mergechat.ui.history_recorder import ChatHistory
 

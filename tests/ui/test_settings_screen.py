@@ -21,10 +21,11 @@ from screen_helpers import (
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static, TextArea
 
-from mergechat.core.api import GenerationSettings, ModelState
+from mergechat.core.api import ModelState
 from mergechat.core.detect.capabilities import Recommendation
 from mergechat.core.dtypes import DType
 from mergechat.core.settings.config import Config, ModelConfig, load_config
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.path_completion import complete_path
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.confirm import ConfirmScreen

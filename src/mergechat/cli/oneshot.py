@@ -22,7 +22,6 @@ from mergechat.core.api import (
     EngineEvent,
     EngineNotice,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadProgress,
     LoadRequest,
@@ -33,6 +32,8 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.errors import BadInputError, DeviceUnavailableError, MergechatError
+from mergechat.core.settings.device_choice import DeviceChoice
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 from mergechat.core.termination import Terminated, signals_deferred, terminate_on_signals
 from mergechat.core.visible import VisibleStream, escape_control
@@ -85,8 +86,9 @@ def require_device(device: str) -> None:
     Only device queries, no tensor work (so it may run on the main thread); torch is imported
     only for an accelerator choice.
     """
-    kind, _, index = device.partition(":")
-    if kind in ("auto", "cpu"):
+    choice = DeviceChoice.parse(device)
+    kind, index = choice.kind, choice.index or 0
+    if not choice.accelerator:
         return
     import torch
 
@@ -97,7 +99,7 @@ def require_device(device: str) -> None:
         count = xpu.device_count() if xpu is not None and xpu.is_available() else 0
     else:
         count = 1 if torch.backends.mps.is_available() else 0
-    if int(index or 0) < count:
+    if index < count:
         return
     label = kind.upper()
     found = f"{count} {label} device{'s' if count != 1 else ''}" if count else f"no {label} device"

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from mergechat.core.api import FinishReason, GenerationSettings, ModelState, ReplyStats
+from mergechat.core.api import FinishReason, ModelState, ReplyStats
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import HistoryUnavailable, MessageState
 
 if TYPE_CHECKING:

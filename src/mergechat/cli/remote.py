@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from mergechat.core.api import GenerationSettings, LoadRequest
+from mergechat.core.api import LoadRequest
 from mergechat.core.errors import BadInputError
 from mergechat.core.model.target import looks_remote, parse_target, url_text
+from mergechat.core.settings.generation import GenerationSettings
 
 #: Flags that choose how a local model is loaded: a server decides these itself.
 _LOCAL_ONLY = {

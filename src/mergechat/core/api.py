@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mergechat.core.dtypes import DType
+from mergechat.core.settings.generation import GenerationSettings
 
 if TYPE_CHECKING:
     from mergechat.core.detect.capabilities import Assessment, Capabilities
@@ -28,21 +29,6 @@ class ChatMessage:
 
     role: Role
     content: str
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Generation overrides; None means "use the model's generation_config.json default"."""
-
-    #: 0 means greedy decoding.
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int = 512
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    #: Prepended as a system message when not empty.
-    system_prompt: str = ""
 
 
 @dataclass(frozen=True)

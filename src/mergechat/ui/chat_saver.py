@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergechat.core.api import ChatMessage, GenerationSettings, ReplyFinished
+from mergechat.core.api import ChatMessage, ReplyFinished
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.core.streaming import ReplyStream
 from mergechat.ui.conversation import ReplyKind

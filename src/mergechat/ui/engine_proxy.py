@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mergechat.core.api import ChatMessage, EngineClient, GenerationSettings, LoadRequest
+from mergechat.core.api import ChatMessage, EngineClient, LoadRequest
 from mergechat.core.dtypes import DType
+from mergechat.core.settings.generation import GenerationSettings
 
 
 class EngineNotReadyError(RuntimeError):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from mergechat.core.api import FinishReason, GenerationSettings, ModelState, ReplyStats, Role
+from mergechat.core.api import FinishReason, ModelState, ReplyStats, Role
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import (
     HistoryUnavailable,
     MessageState,

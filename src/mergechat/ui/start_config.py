@@ -6,9 +6,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from mergechat.core.api import GenerationSettings, LoadRequest
+from mergechat.core.api import LoadRequest
 from mergechat.core.dtypes import parse_dtype_choice
 from mergechat.core.settings.config import Config
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.options import AppOptions
 
 _GENERATION_FIELDS = frozenset(f.name for f in fields(GenerationSettings))

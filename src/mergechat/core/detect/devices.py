@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -14,6 +13,7 @@ import psutil
 
 from mergechat.core.detect.capabilities import DeviceInfo
 from mergechat.core.errors import DeviceUnavailableError
+from mergechat.core.settings.device_choice import DeviceChoice
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,6 @@ _BF16_FLAGS: Final[frozenset[str]] = frozenset({"avx512_bf16", "amx_bf16", "bf16
 
 #: CPU flags come from here (psutil has none); memory comes from psutil.
 _PROC_CPUINFO = Path("/proc/cpuinfo")
-
-_SPEC = re.compile(r"^(cpu|cuda|mps|xpu)(?::(\d+))?$")
-
 
 def _read_text(path: Path) -> str | None:
     try:
@@ -207,20 +204,13 @@ def parse_device(spec: str, devices: Iterable[DeviceInfo]) -> str:
     device is absent.
     """
     available = [d.id for d in devices]
-    text = spec.strip().lower()
-    if text == "auto":
-        return "auto"
-    match = _SPEC.match(text)
     have = ", ".join(["auto", *available])
-    if match is None:
-        raise DeviceUnavailableError(f"unknown device {spec!r}", hint=f"choose one of: {have}")
-    kind, index = match.groups()
-    if kind in ("cpu", "mps"):
-        if index is not None and index != "0":
-            raise DeviceUnavailableError(f"unknown device {spec!r}", hint=f"choose one of: {have}")
-        wanted = kind
-    else:
-        wanted = f"{kind}:{index or 0}"
+    try:
+        wanted = DeviceChoice.parse(spec).device_id
+    except ValueError as exc:
+        raise DeviceUnavailableError(str(exc), hint=f"choose one of: {have}") from None
+    if wanted is None:
+        return "auto"
     if wanted not in available:
         raise DeviceUnavailableError(
             f"device {wanted} is not available on this machine", hint=f"available: {have}"

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from mergechat.core.api import ChatMessage, GenerationSettings
+from mergechat.core.api import ChatMessage
 from mergechat.core.errors import BadInputError
+from mergechat.core.settings.generation import GenerationSettings
 
 #: Used (with a warning at load) when the tokenizer ships no chat template of its own.
 CHATML_FALLBACK_TEMPLATE = (

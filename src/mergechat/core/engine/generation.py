@@ -16,7 +16,6 @@ from mergechat.core.api import (
     ChatMessage,
     EngineEvent,
     FinishReason,
-    GenerationSettings,
     ModelState,
     ReplyFailed,
     ReplyFinished,
@@ -33,6 +32,7 @@ from mergechat.core.engine.hooks import (
 )
 from mergechat.core.engine.loader import LoadedModel
 from mergechat.core.engine.prompt_cache import PromptCache
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 Emit = Callable[[EngineEvent], None]

@@ -7,12 +7,13 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from mergechat.core.api import GenerationSettings, LoadProgress
+from mergechat.core.api import LoadProgress
 from mergechat.core.engine.calibration import DECODE_STEPS, compare, first_time, time_model
 from mergechat.core.engine.chat_prompt import build_prompt
 from mergechat.core.engine.fidelity import PROBE_TEXT
 from mergechat.core.engine.generation import generation_config
 from mergechat.core.engine.loader import LoadedModel
+from mergechat.core.settings.generation import GenerationSettings
 
 _log = logging.getLogger(__name__)
 #: Where the timed reply sits on the load's 0..1 progress scale (after the NaN/inf check).

@@ -21,7 +21,6 @@ from mergechat.core.api import (
     ChatMessage,
     EngineNotice,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadProgress,
     LoadRequest,
@@ -46,6 +45,7 @@ from mergechat.core.remote.server_info import (
     describe,
     list_models,
 )
+from mergechat.core.settings.generation import GenerationSettings
 
 #: Seconds to wait for a server's answer (also between two streamed pieces);
 #: ``MERGECHAT_REMOTE_TIMEOUT`` overrides it.

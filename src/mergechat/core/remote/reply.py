@@ -15,7 +15,6 @@ from mergechat.core.api import (
     ChatMessage,
     EventSink,
     FinishReason,
-    GenerationSettings,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
@@ -26,6 +25,7 @@ from mergechat.core.errors import MergechatError
 from mergechat.core.model.target import RemoteTarget
 from mergechat.core.remote.faults import server_text, status_error, transport_error
 from mergechat.core.remote.server_info import ServerInfo
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 

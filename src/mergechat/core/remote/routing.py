@@ -17,11 +17,11 @@ from mergechat.core.api import (
     ChatMessage,
     EngineClient,
     EventSink,
-    GenerationSettings,
     LoadRequest,
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.model.target import looks_remote
+from mergechat.core.settings.generation import GenerationSettings
 
 LocalFactory = Callable[[EventSink], EngineClient]
 

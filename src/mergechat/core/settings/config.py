@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from mergechat.core.api import GenerationSettings
 from mergechat.core.settings import locations, rules
+from mergechat.core.settings.generation import Bound, GenerationSettings
 from mergechat.core.settings.recent_models import MAX_RECENT_MODELS
 from mergechat.core.settings.recent_models import model_key as _model_key
 from mergechat.core.settings.rules import GENERATION_RULES, NAME_RE, show_value
@@ -189,9 +189,7 @@ class _Reader:
             return default
         try:
             return (
-                rules.convert(check, table[key])
-                if isinstance(check, rules.Rule)
-                else check(table[key])
+                rules.convert(check, table[key]) if isinstance(check, Bound) else check(table[key])
             )
         except ValueError as exc:
             self._problem(dotted, str(exc), table[key], "using the default")

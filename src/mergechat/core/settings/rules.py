@@ -3,42 +3,23 @@ a model's own defaults, so all three accept and reject the same values."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
 
 from mergechat.core.dtypes import normalize_dtype
+from mergechat.core.settings.device_choice import DEVICE_FORMS, DeviceChoice
+from mergechat.core.settings.generation import BOUNDS, Bound
 
-DEVICE_RE = re.compile(r"auto|cpu|mps|(?:cuda|xpu)(?::\d{1,3})?")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_+\-]+")
 
 
-@dataclass(frozen=True)
-class Rule:
-    kind: Literal["number", "integer", "text"]
-    reason: str
-    accepts: Callable[[Any], bool] = lambda _: True
-    #: None (absent: the model's default) is allowed.
-    optional: bool = True
+#: The generation fields' rules: declared on `GenerationSettings` (its fields' `Bound`).
+GENERATION_RULES: dict[str, Bound] = BOUNDS
 
 
-GENERATION_RULES: dict[str, Rule] = {
-    "temperature": Rule("number", "must be a number >= 0", lambda v: v >= 0),
-    "top_p": Rule("number", "must be a number > 0 and <= 1", lambda v: 0 < v <= 1),
-    "top_k": Rule("integer", "must be an integer >= 0", lambda v: v >= 0),
-    "max_new_tokens": Rule("integer", "must be an integer >= 1", lambda v: v >= 1, False),
-    "repetition_penalty": Rule("number", "must be a number > 0", lambda v: v > 0),
-    # numpy's seed, which transformers' set_seed also sets, takes 0 .. 2**32 - 1.
-    "seed": Rule("integer", "must be an integer from 0 to 4294967295", lambda v: 0 <= v < 2**32),
-    "system_prompt": Rule("text", "must be a string", optional=False),
-}
-
-
-def convert(rule: Rule, value: object) -> object:
+def convert(rule: Bound, value: object) -> object:
     """Return ``value`` as the rule's type; ValueError(reason) when it does not fit."""
     if rule.kind == "text":
         ok = isinstance(value, str)
@@ -48,7 +29,7 @@ def convert(rule: Rule, value: object) -> object:
         ok = isinstance(value, int) and rule.accepts(value)
     else:
         value = float(value)
-        ok = math.isfinite(value) and rule.accepts(value)
+        ok = rule.accepts(value)
     if not ok:
         raise ValueError(rule.reason)
     return value
@@ -100,10 +81,11 @@ def boolean_value(value: object) -> bool:
 
 
 def device(value: object) -> str:
-    """A device name, lower-cased: auto, cpu, cuda[:N], mps, xpu[:N]."""
-    if not isinstance(value, str) or not DEVICE_RE.fullmatch(value.strip().lower()):
-        raise ValueError("must be auto, cpu, cuda, cuda:N, mps, xpu or xpu:N")
-    return value.strip().lower()
+    """A device name in its canonical form: auto, cpu, cuda[:N], mps, xpu[:N]."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return str(DeviceChoice.parse(value))
+    raise ValueError(f"must be {DEVICE_FORMS}")
 
 
 def dtype_choice(value: object) -> str:

@@ -12,8 +12,8 @@ from typing import Final, Literal
 import platformdirs
 
 from mergechat import __version__
-from mergechat.core.api import GenerationSettings
 from mergechat.core.errors import MergechatError
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.core.store.schema import LATEST_VERSION
 from mergechat.core.visible import escape_control

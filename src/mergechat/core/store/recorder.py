@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mergechat.core.api import GenerationSettings, ReplyStats
+from mergechat.core.api import ReplyStats
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import MessageState
 
 if TYPE_CHECKING:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from mergechat.core.api import ChatMessage, GenerationSettings, Role
+from mergechat.core.api import ChatMessage, Role
 from mergechat.core.errors import BadInputError, MergechatError
 from mergechat.core.model.target import looks_remote, url_text
+from mergechat.core.settings.generation import GenerationSettings
 
 MessageState = Literal["complete", "stopped", "failed", "streaming"]
 MESSAGE_STATES: Final[tuple[str, ...]] = get_args(MessageState)

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mergechat.core.api import GenerationSettings, ReplyStats, Role
+from mergechat.core.api import ReplyStats, Role
 from mergechat.core.settings import locations
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.db import (
     connect_read_only,
     connect_writable,

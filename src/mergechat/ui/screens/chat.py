@@ -14,11 +14,11 @@ from textual.screen import Screen
 from mergechat.core.api import (
     ChatMessage,
     EngineClient,
-    GenerationSettings,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
 )
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver

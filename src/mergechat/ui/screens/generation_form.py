@@ -10,8 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Input, Label, Static, TextArea
 
-from mergechat.core.api import GenerationSettings
 from mergechat.core.settings.config import parse_generation_field
+from mergechat.core.settings.generation import GenerationSettings
 
 #: (field name, label, hint) of the number inputs, in tab order.
 GENERATION_FIELDS: tuple[tuple[str, str, str], ...] = (
