@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.cli.oneshot import JSON_KEYS, OneShotRequest, require_device, run_oneshot
+from mergechat.cli.oneshot import JSON_KEYS, OneShotRequest, run_oneshot
 from mergechat.core.api import (
     ChatMessage,
     EngineNotice,
@@ -27,6 +27,7 @@ from mergechat.core.api import (
     ReplyStarted,
     ReplyStats,
 )
+from mergechat.core.detect.devices import require_device
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import DeviceUnavailableError, MergechatError
 from mergechat.core.settings.generation import GenerationSettings

@@ -53,7 +53,8 @@ def _run_main(args: argparse.Namespace) -> int:
 
         record = not args.no_history and _history_enabled()
         return run_remote_oneshot(args, generation_settings(args), record)
-    from mergechat.cli.oneshot import OneShotRequest, require_device, run_oneshot
+    from mergechat.cli.oneshot import OneShotRequest, run_oneshot
+    from mergechat.core.detect.devices import require_device
     from mergechat.core.model.inspection import inspect_model
 
     # Cheap checks first (no weights read), so a bad device or folder is exit 2, not a failed load.

@@ -31,8 +31,7 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
 )
-from mergechat.core.errors import BadInputError, DeviceUnavailableError, MergechatError
-from mergechat.core.settings.device_choice import DeviceChoice
+from mergechat.core.errors import BadInputError, MergechatError
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 from mergechat.core.termination import Terminated, signals_deferred, terminate_on_signals
@@ -78,35 +77,6 @@ def _default_engine(sink: EventSink) -> EngineClient:
     from mergechat.core.engine.engine import Engine
 
     return Engine(sink)
-
-
-def require_device(device: str) -> None:
-    """Raise `DeviceUnavailableError` when an explicitly named accelerator is not on this machine.
-
-    Only device queries, no tensor work (so it may run on the main thread); torch is imported
-    only for an accelerator choice.
-    """
-    choice = DeviceChoice.parse(device)
-    kind, index = choice.kind, choice.index or 0
-    if not choice.accelerator:
-        return
-    import torch
-
-    if kind == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    elif kind == "xpu":
-        xpu = getattr(torch, "xpu", None)
-        count = xpu.device_count() if xpu is not None and xpu.is_available() else 0
-    else:
-        count = 1 if torch.backends.mps.is_available() else 0
-    if index < count:
-        return
-    label = kind.upper()
-    found = f"{count} {label} device{'s' if count != 1 else ''}" if count else f"no {label} device"
-    raise DeviceUnavailableError(
-        f"device {device} is not available: this machine has {found} (torch {torch.__version__})",
-        "choose --device auto or cpu; `mergechat doctor` lists the devices",
-    )
 
 
 def warn(message: str, err: TextIO | None = None, *, level: str = "warning") -> None:

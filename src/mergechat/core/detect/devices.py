@@ -39,6 +39,7 @@ _BF16_FLAGS: Final[frozenset[str]] = frozenset({"avx512_bf16", "amx_bf16", "bf16
 #: CPU flags come from here (psutil has none); memory comes from psutil.
 _PROC_CPUINFO = Path("/proc/cpuinfo")
 
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -216,3 +217,32 @@ def parse_device(spec: str, devices: Iterable[DeviceInfo]) -> str:
             f"device {wanted} is not available on this machine", hint=f"available: {have}"
         )
     return wanted
+
+
+def require_device(device: str) -> None:
+    """Raise `DeviceUnavailableError` when an explicitly named accelerator is not on this machine.
+
+    Only device queries, no tensor work (so it may run on the main thread); torch is imported
+    only for an accelerator choice.
+    """
+    choice = DeviceChoice.parse(device)
+    kind, index = choice.kind, choice.index or 0
+    if not choice.accelerator:
+        return
+    import torch
+
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    elif kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        count = xpu.device_count() if xpu is not None and xpu.is_available() else 0
+    else:
+        count = 1 if torch.backends.mps.is_available() else 0
+    if index < count:
+        return
+    label = kind.upper()
+    found = f"{count} {label} device{'s' if count != 1 else ''}" if count else f"no {label} device"
+    raise DeviceUnavailableError(
+        f"device {device} is not available: this machine has {found} (torch {torch.__version__})",
+        "choose --device auto or cpu; `mergechat doctor` lists the devices",
+    )
