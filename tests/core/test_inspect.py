@@ -368,8 +368,11 @@ def _write_safetensors(
         (b"{not json", None, "not valid JSON"),
         (b"[1, 2]", None, "not a JSON object"),
         (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [4, 0]}}', None, "data_offsets"),
-        (b'{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}', None, "should take 12"),
-        (b'{"w": {"dtype": "F32", "shape": "2", "data_offsets": [0, 8]}}', None, "invalid shape"),
+        (b'{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}', None, "disagree"),
+        (b'{"w": {"dtype": "F32", "shape": "2", "data_offsets": [0, 8]}}', None, "not valid JSON"),
+        # What safetensors refuses at load is refused here too.
+        (b'{"w": {"dtype": "F99", "shape": [2], "data_offsets": [0, 8]}}', None, "unknown variant"),
+        (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', None, "fill the file"),
     ],
 )
 def test_corrupt_header_names_file(

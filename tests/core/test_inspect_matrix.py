@@ -13,10 +13,11 @@ import torch
 from fixtures.broken_models import CASES
 from mergechat.core.engine import finite_check, loader
 from mergechat.core.engine.error_translation import out_of_memory_error, translate
+from mergechat.core.engine.pickle_check import torch_unsafe_globals
 from mergechat.core.errors import MergechatError, ModelFolderError
 from mergechat.core.model.info import architecture_problem
 from mergechat.core.model.inspection import inspect_model, require_usable
-from mergechat.core.model.safetensors_header import unsafe_pickle_globals
+from mergechat.core.model.pickle_scan import unsafe_pickle_globals
 
 
 class _Exec:
@@ -44,16 +45,28 @@ def test_pickle_scan_finds_code_in_every_format(
     torch.save(payload, unsafe, **kwargs)
     torch.save({"w": torch.ones(2, dtype=torch.bfloat16), "p": torch.nn.Parameter(torch.ones(1))},
                safe, **kwargs)  # fmt: skip
-    assert unsafe_pickle_globals(unsafe) == ("builtins.exec",)
-    assert unsafe_pickle_globals(safe) == ()
+    # The torch-free scan (doctor, UI) and torch's own list (the engine) agree.
+    for scan in (unsafe_pickle_globals, torch_unsafe_globals):
+        assert scan(unsafe) == ("builtins.exec",)
+        assert scan(safe) == ()
     assert not marker.exists()
 
 
-def test_pickle_scan_rejects_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
+def test_the_engine_uses_torchs_allow_list(tmp_path: Path) -> None:
+    # torch's list is the one torch.load(weights_only=True) uses, user additions included.
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(2), "d": torch.device("cpu"), "f": torch.finfo}, path)
+    with torch.serialization.safe_globals([torch.finfo]):
+        assert torch_unsafe_globals(path) == ()
+    assert torch_unsafe_globals(path) == ("torch.finfo",)
+
+
+@pytest.mark.parametrize("scan", [unsafe_pickle_globals, torch_unsafe_globals])
+def test_pickle_scan_rejects_a_file_that_is_no_checkpoint(tmp_path: Path, scan: Any) -> None:
     path = tmp_path / "pytorch_model.bin"
     path.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelFolderError, match="not a PyTorch checkpoint"):
-        unsafe_pickle_globals(path)
+        scan(path)
 
 
 def test_architecture_problems() -> None:

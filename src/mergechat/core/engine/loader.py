@@ -75,12 +75,13 @@ def load(
     weights, so a bad path or device keeps the previous model while a real load frees its memory.
     """
     from mergechat.core.detect import policy, probe
+    from mergechat.core.engine.pickle_check import torch_unsafe_globals
     from mergechat.core.model import inspection as inspect
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
-    # matrix or an unsafe pickle stop here, before any weight is read.
-    info = inspect.inspect_model(request.path, strict=True)
+    # matrix or an unsafe pickle (by torch's own allow-list) stop here, before any weight is read.
+    info = inspect.inspect_model(request.path, strict=True, pickle_check=torch_unsafe_globals)
     caps = probe.detect(
         shape=shape_for(info), cache_file=probe_cache, progress=_probe_progress(progress)
     )

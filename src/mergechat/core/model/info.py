@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mergechat.core.dtypes import ITEMSIZE, DType
+from mergechat.core.model.pickle_scan import PickleCheck
 from mergechat.core.model.recipe import MergeInfo
-from mergechat.core.model.safetensors_header import SafetensorsHeader, unsafe_pickle_globals
+from mergechat.core.model.safetensors_header import SafetensorsHeader
 
 WeightsFormat = Literal["safetensors", "gguf", "pytorch-bin"]
 
@@ -205,10 +206,10 @@ def architecture_problem(model_type: str | None, archs: list[Any]) -> ModelProbl
     return None
 
 
-def pickle_problem(files: tuple[Path, ...]) -> ModelProblem | None:
+def pickle_problem(files: tuple[Path, ...], unsafe_globals: PickleCheck) -> ModelProblem | None:
     """Refuse pickles that need more than ``torch.load(weights_only=True)``: they run code."""
     for file in files:
-        unsafe = unsafe_pickle_globals(file)
+        unsafe = unsafe_globals(file)
         if unsafe:
             shown = ", ".join(unsafe[:3]) + (", ..." if len(unsafe) > 3 else "")
             return ModelProblem(

@@ -20,6 +20,7 @@ from mergechat.core.model.info import (
     pickle_problem,
     tokenizer_size_problem,
 )
+from mergechat.core.model.pickle_scan import PickleCheck, unsafe_pickle_globals
 from mergechat.core.model.recipe import read_merge_info, stored_dtype_warning
 from mergechat.core.model.safetensors_header import SafetensorsHeader, read_header, summarize
 from mergechat.core.visible import shown_path
@@ -44,17 +45,19 @@ _WEIGHT_HINT = (
 )
 
 
-def inspect_model(path: str | Path, *, strict: bool = False) -> ModelInfo:
+def inspect_model(
+    path: str | Path, *, strict: bool = False, pickle_check: PickleCheck = unsafe_pickle_globals
+) -> ModelInfo:
     """Describe the model at ``path`` (a folder or a ``.gguf`` file) from its files alone.
 
     Reads config.json, the safetensors headers (never the tensor data), the pickle opcodes of
-    a ``pytorch_model.bin`` (never executed), tokenizer and mergekit files. Raises
+    a ``pytorch_model.bin`` (``pickle_check``; never executed), tokenizer and mergekit files. Raises
     `ModelFolderError` with one clear line when the path is not a model at all. Problems that
     stop it from chatting although it could be described go to `ModelInfo.problems` (with
     ``strict``, the first is raised: `require_usable`); problems that still allow loading
     become ``ModelInfo.warnings``.
     """
-    info = _inspect(path)
+    info = _inspect(path, pickle_check)
     if strict:
         require_usable(info)
     return info
@@ -75,7 +78,7 @@ def missing_path_error(given: Path) -> ModelFolderError:
     )
 
 
-def _inspect(path: str | Path) -> ModelInfo:
+def _inspect(path: str | Path, pickle_check: PickleCheck) -> ModelInfo:
     given = Path(path).expanduser()
     if not given.exists():
         raise missing_path_error(given)
@@ -112,7 +115,7 @@ def _inspect(path: str | Path) -> ModelInfo:
         stray = ", ".join(sorted(n for n in names if n.endswith((".safetensors", ".bin")))[:3])
         found = f" (found {stray}, which transformers does not load)" if stray else ""
         raise ModelFolderError(f"no model weights in {target}{found}", hint=_WEIGHT_HINT)
-    return _from_folder(target, names, config, *weights)
+    return _from_folder(target, names, config, *weights, pickle_check)
 
 
 def _from_folder(
@@ -122,6 +125,7 @@ def _from_folder(
     fmt: WeightsFormat,
     files: tuple[Path, ...],
     weight_map: dict[str, str],
+    pickle_check: PickleCheck,
 ) -> ModelInfo:
     warnings: list[str] = []
     problems: list[ModelProblem] = []
@@ -144,7 +148,7 @@ def _from_folder(
             f"weights are pickled ({files[0].name}): the parameter count and stored dtype "
             "are unknown until the model is loaded"
         )
-        problem = pickle_problem(files)
+        problem = pickle_problem(files, pickle_check)
         problems.extend([problem] if problem else [])
 
     raw_dtype = _lookup(config, "dtype", "torch_dtype")

@@ -1,55 +1,42 @@
-"""Read weight-file headers without touching tensor data: safetensors headers (8-byte length +
-JSON), and the globals a pickled ``pytorch_model.bin`` would call when unpickled."""
+"""Read safetensors headers without touching tensor data, through `safetensors.safe_open`: the
+validator transformers runs at load, so a file that passes here also passes there."""
 
 from __future__ import annotations
 
 import json
 import math
-import pickletools
-import re
 import struct
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from safetensors import SafetensorError, safe_open
 
 from mergechat.core.dtypes import SAFETENSORS_CODES, DType
 from mergechat.core.errors import ModelFolderError
 
 #: The safetensors format caps the header at 100 MB; a larger length means a corrupt file.
 MAX_HEADER_BYTES: Final = 100 * 1024 * 1024
-
-# Bytes per element of each safetensors dtype code, for the data-size check.
-_ITEM_BYTES: Final[dict[str, int]] = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U64": 8,
-    "U32": 4,
-    "U16": 2,
-    "U8": 1,
-    "BOOL": 1,
-}
+_LIBRARY_PREFIX: Final = "Error while deserializing header: "
+#: The library's reasons, said for people (the rest are passed on as they are).
+_REASONS: Final = (
+    ("invalid UTF-8", "the header is not UTF-8 text"),
+    ("expected struct HashMetadata", "the header is not a JSON object of tensors"),
+    ("invalid shape, data type, or offset", "a tensor's shape, dtype and data_offsets disagree"),
+    ("invalid offset", "a tensor has invalid data_offsets"),
+    ("not fully covered", "the tensors do not fill the file's data exactly"),
+    ("unknown variant", "a tensor has a dtype that safetensors does not know"),
+)
 
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """One tensor as described by a header: dtype code, shape and byte range in the data area."""
+    """One tensor as described by a header: its name, dtype code and shape."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    start: int
-    end: int
 
     @property
     def numel(self) -> int:
@@ -84,6 +71,29 @@ class WeightsSummary:
     elements_by_code: dict[str, int]
 
 
+def read_header(path: Path) -> SafetensorsHeader:
+    """Read and validate the header of ``path``; raise `ModelFolderError` naming the file.
+
+    `safe_open` checks what the load will (header size, JSON, every tensor's dtype, shape and
+    offsets, data covering the file exactly); no tensor is read and numpy is never imported.
+    """
+    try:
+        file_size = path.stat().st_size
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata: dict[str, str] = dict(handle.metadata() or {})
+            tensors = tuple(_entry(handle, name) for name in handle.offset_keys())
+    except SafetensorError as exc:
+        raise _explain(path, str(exc)) from None
+    except OSError as exc:
+        raise ModelFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata, file_size=file_size)
+
+
+def _entry(handle: Any, name: str) -> TensorEntry:
+    view = handle.get_slice(name)
+    return TensorEntry(name, str(view.get_dtype()), tuple(int(d) for d in view.get_shape()))
+
+
 def _corrupt(path: Path, reason: str) -> ModelFolderError:
     return ModelFolderError(
         f"corrupt safetensors header in {path}: {reason}",
@@ -91,77 +101,44 @@ def _corrupt(path: Path, reason: str) -> ModelFolderError:
     )
 
 
-def _parse_entry(path: Path, name: str, raw: object) -> TensorEntry:
-    if not isinstance(raw, dict):
-        raise _corrupt(path, f"entry {name!r} is not an object")
-    dtype, shape, offsets = raw.get("dtype"), raw.get("shape"), raw.get("data_offsets")
-    if not isinstance(dtype, str):
-        raise _corrupt(path, f"tensor {name!r} has no dtype")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise _corrupt(path, f"tensor {name!r} has an invalid shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        or not 0 <= offsets[0] <= offsets[1]
-    ):
-        raise _corrupt(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
-    entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
-    item = _ITEM_BYTES.get(dtype)
-    # Sub-byte and unknown codes (F4, F6 ...) cannot be size-checked; the rest must agree.
-    if item is not None and entry.end - entry.start != entry.numel * item:
-        raise _corrupt(
-            path,
-            f"tensor {name!r} ({dtype}, shape {list(shape)}) should take "
-            f"{entry.numel * item} bytes but its data_offsets span {entry.end - entry.start}",
-        )
-    return entry
-
-
-def read_header(path: Path) -> SafetensorsHeader:
-    """Read and validate the header of ``path``; raise `ModelFolderError` naming the file.
-
-    Checks the header length against the file size, that the header is a JSON object of
-    well-formed tensor entries, and that no tensor's data lies beyond the end of the file.
-    """
+def _explain(path: Path, library: str) -> ModelFolderError:
+    """One clear error for what `safe_open` refused: sizes read from the file, then its reason."""
+    reason = library.removeprefix(_LIBRARY_PREFIX)
     try:
-        file_size = path.stat().st_size
+        size = path.stat().st_size
         with path.open("rb") as fh:
             prefix = fh.read(8)
-            if len(prefix) < 8:
-                raise _corrupt(path, f"the file has only {file_size} bytes")
-            (length,) = struct.unpack("<Q", prefix)
-            if length == 0 or length > MAX_HEADER_BYTES or 8 + length > file_size:
-                raise _corrupt(
-                    path, f"header length {length} does not fit the file size {file_size}"
-                )
-            raw = fh.read(length)
+            (length,) = struct.unpack("<Q", prefix) if len(prefix) == 8 else (0,)
+            raw = fh.read(min(length, MAX_HEADER_BYTES)) if 0 < length < size else b""
     except OSError as exc:
-        raise ModelFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        return ModelFolderError(f"cannot read {path}: {exc.strerror or exc}")
+    if size < 8:
+        return _corrupt(path, f"the file has only {size} bytes")
+    if length == 0 or length > MAX_HEADER_BYTES or 8 + length > size:
+        return _corrupt(path, f"header length {length} does not fit the file size {size}")
+    end = _data_end(raw)
+    if "not fully covered" in reason and end is not None and 8 + length + end > size:
+        return ModelFolderError(
+            f"truncated safetensors file {path}: its tensors end at byte {8 + length + end} "
+            f"but the file has {size} bytes",
+            hint="the download or save was interrupted; fetch the file again",
+        )
+    for known, said in _REASONS:
+        if known in reason:
+            return _corrupt(path, f"{said} ({reason})")
+    if reason.startswith("invalid JSON in header: "):
+        return _corrupt(path, f"the header is not valid JSON ({reason.split(': ', 1)[1]})")
+    return _corrupt(path, reason)
+
+
+def _data_end(raw: bytes) -> int | None:
+    """Where the last tensor's data ends, per the header (None when it does not say)."""
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _corrupt(path, "the header is not UTF-8 text") from exc
-    except json.JSONDecodeError as exc:
-        raise _corrupt(path, f"the header is not valid JSON ({exc.msg})") from exc
-    if not isinstance(doc, dict):
-        raise _corrupt(path, "the header is not a JSON object")
-    metadata_raw = doc.pop("__metadata__", None)
-    metadata = (
-        {str(k): str(v) for k, v in metadata_raw.items()} if isinstance(metadata_raw, dict) else {}
-    )
-    tensors = tuple(_parse_entry(path, name, entry) for name, entry in doc.items())
-    data_size = file_size - 8 - length
-    for tensor in tensors:
-        if tensor.end > data_size:
-            raise ModelFolderError(
-                f"truncated safetensors file {path}: tensor {tensor.name!r} ends at byte "
-                f"{8 + length + tensor.end} but the file has {file_size} bytes",
-                hint="the download or save was interrupted; fetch the file again",
-            )
-    return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata, file_size=file_size)
+        doc = json.loads(raw)
+        ends = [e["data_offsets"][1] for k, e in doc.items() if k != "__metadata__"]
+        return max((int(e) for e in ends), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
 
 
 def summarize(headers: Iterable[SafetensorsHeader]) -> WeightsSummary:
@@ -181,90 +158,3 @@ def summarize(headers: Iterable[SafetensorsHeader]) -> WeightsSummary:
         stored_dtypes=tuple(ordered),
         elements_by_code=by_code,
     )
-
-
-# -- pickled checkpoints (pytorch_model.bin) -------------------------------------------------------
-#: Globals a plain state dict saved by ``torch.save`` references; torch's ``weights_only=True``
-#: unpickler allows them. Anything else means the file needs full unpickling (it runs code).
-_SAFE_GLOBALS: Final = frozenset(
-    {
-        "collections.OrderedDict",
-        "torch._utils._rebuild_tensor",
-        "torch._utils._rebuild_tensor_v2",
-        "torch._utils._rebuild_tensor_v3",
-        "torch._utils._rebuild_parameter",
-        "torch._utils._rebuild_parameter_with_state",
-        "torch._tensor._rebuild_from_type_v2",
-        "torch.nn.parameter.Parameter",
-        "torch.Size",
-        "torch.device",
-        "torch.storage.UntypedStorage",
-        "torch.UntypedStorage",
-    }
-)
-_SAFE_GLOBAL_RE: Final = re.compile(r"torch\.(\w+Storage|float\w*|bfloat16|half|u?int\d+|bool)")
-_STRING_OPS: Final = frozenset(
-    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
-)
-#: The legacy (pre-zip) format is a few pickles in a row: magic, protocol, sys info, the data.
-_LEGACY_PICKLES: Final = 4
-
-
-def _globals_of(ops: Iterable[tuple[pickletools.OpcodeInfo, object, int | None]]) -> list[str]:
-    """``module.name`` of every global one pickle loads, without unpickling it.
-
-    ``STACK_GLOBAL`` takes its names from the stack, so string pushes and the memo are tracked;
-    a name that cannot be followed is reported as ``?`` (which no allowlist accepts).
-    """
-    found: list[str] = []
-    pushed: list[str | None] = []
-    memo: dict[int, str | None] = {}
-    for op, arg, _pos in ops:
-        name = op.name
-        if name == "GLOBAL":
-            # Protocol 2 writes Python 2 names (``__builtin__ exec``).
-            found.append(str(arg).replace(" ", ".").replace("__builtin__.", "builtins."))
-            pushed.append(None)
-        elif name == "STACK_GLOBAL":
-            module, attr = (pushed[-2:] if len(pushed) >= 2 else [None, None])[:2]
-            found.append(f"{module}.{attr}" if module and attr else "?")
-            pushed.append(None)
-        elif name in _STRING_OPS:
-            pushed.append(str(arg))
-        elif name in ("BINGET", "LONG_BINGET", "GET"):
-            pushed.append(memo.get(int(str(arg))))
-        elif name == "MEMOIZE":
-            memo[len(memo)] = pushed[-1] if pushed else None
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            memo[int(str(arg))] = pushed[-1] if pushed else None
-        else:
-            pushed.append(None)
-    return found
-
-
-def unsafe_pickle_globals(path: Path) -> tuple[str, ...]:
-    """The globals in ``path`` (a ``torch.save`` file) that ``weights_only=True`` would refuse.
-
-    The pickle is only parsed (`pickletools`), never executed. Raises `ModelFolderError` when
-    the file is not a PyTorch checkpoint at all.
-    """
-    names: list[str] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for entry in archive.namelist():
-                    if entry.endswith("data.pkl"):
-                        names += _globals_of(pickletools.genops(archive.read(entry)))
-        else:
-            with path.open("rb") as fh:
-                for _ in range(_LEGACY_PICKLES):
-                    names += _globals_of(pickletools.genops(fh))
-    except OSError as exc:
-        raise ModelFolderError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFolderError(
-            f"not a PyTorch checkpoint: {path} ({exc})",
-            hint="the file is damaged or incomplete; download or save it again",
-        ) from exc
-    unsafe = (n for n in names if n not in _SAFE_GLOBALS and not _SAFE_GLOBAL_RE.fullmatch(n))
-    return tuple(dict.fromkeys(unsafe))
