@@ -19,9 +19,9 @@ from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_d
 from mergechat.core.engine.error_translation import is_out_of_memory, out_of_memory_error
 from mergechat.core.engine.fidelity import PROBE_TEXT
 from mergechat.core.engine.finite_check import check_finite
+from mergechat.core.engine.model_generation_config import generation_config_kwargs
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.info import ModelInfo
-from mergechat.core.settings import model_defaults
 
 Progress = Callable[[LoadProgress], None]
 
@@ -75,13 +75,12 @@ def load(
     weights, so a bad path or device keeps the previous model while a real load frees its memory.
     """
     from mergechat.core.detect import policy, probe
-    from mergechat.core.engine.pickle_check import torch_unsafe_globals
     from mergechat.core.model import inspection as inspect
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
-    # matrix or an unsafe pickle (by torch's own allow-list) stop here, before any weight is read.
-    info = inspect.inspect_model(request.path, strict=True, pickle_check=torch_unsafe_globals)
+    # matrix or an unsafe pickle stop here, before any weight is read.
+    info = inspect.inspect_model(request.path, strict=True)
     caps = probe.detect(
         shape=shape_for(info), cache_file=probe_cache, progress=_probe_progress(progress)
     )
@@ -164,7 +163,7 @@ def load_weights(
     if info.weights_format == "pytorch-bin":
         # Never full unpickling (it can run code); inspection already refused unsafe pickles.
         kwargs["weights_only"] = True
-    defaults, defaults_warning = model_defaults.load_kwargs(folder)
+    defaults, defaults_warning = generation_config_kwargs(folder)
     kwargs.update(defaults)  # invalid generation_config.json keys left out, with a warning
     warnings = (*warnings, defaults_warning) if defaults_warning else warnings
     model: Any = AutoModelForCausalLM.from_pretrained(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mergechat.core.settings.config import check_generation_value
-from mergechat.core.visible import escape_control
 
 FILE_NAME = "generation_config.json"
 #: The keys mergechat has settings for, checked with the settings' own rules.
@@ -82,27 +81,6 @@ def describe(folder: Path) -> str:
     if defaults.invalid:
         return f"{FILE_NAME}; invalid keys ignored: {', '.join(defaults.invalid)}"
     return "yes (its defaults apply)"
-
-
-def load_kwargs(folder: Path) -> tuple[dict[str, Any], str | None]:
-    """``from_pretrained`` keyword arguments that replace unusable defaults, and the warning.
-
-    Empty when the file is absent or fully usable (transformers reads it itself, as before).
-    """
-    from transformers import GenerationConfig
-
-    defaults = read_model_defaults(folder)
-    if defaults is None:
-        return {}, None
-    try:
-        config = GenerationConfig.from_dict(dict(defaults.values or {}))
-    except (TypeError, ValueError) as exc:
-        text = escape_control(" ".join(str(exc).split()))
-        reason = "transformers rejects it: " + text[:160]
-        defaults = ModelDefaults(None, unusable=reason)
-        config = GenerationConfig.from_dict({})
-    warning = defaults.warning
-    return ({"generation_config": config}, warning) if warning else ({}, None)
 
 
 _REASONS = {"do_sample": "must be true or false", "min_new_tokens": "must be an integer >= 0"}
