@@ -75,7 +75,7 @@ def read_header(path: Path) -> SafetensorsHeader:
     """Read and validate the header of ``path``; raise `ModelFolderError` naming the file.
 
     `safe_open` checks what the load will (header size, JSON, every tensor's dtype, shape and
-    offsets, data covering the file exactly); no tensor is read and numpy is never imported.
+    offsets, data covering the file exactly); no tensor is read. It imports numpy, never torch.
     """
     try:
         file_size = path.stat().st_size
