@@ -89,7 +89,7 @@ def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
     if len(problems) > MAX_PROBLEMS:
         left_out = len(problems) - MAX_PROBLEMS + 1
         problems = [*problems[: MAX_PROBLEMS - 1], f"{path}: {left_out} more problems not shown"]
-    return config, [_one_line(p) for p in problems]
+    return config, [escape_control(p) for p in problems]
 
 
 def _load(path: Path) -> tuple[Config, list[str]]:
@@ -259,11 +259,6 @@ def _line_index(lines: list[str]) -> dict[str, int]:
             head = stripped.split("=", 1)[0].strip().strip("\"'")
             index.setdefault(f"{current}.{head}" if current else head, number)
     return index
-
-
-def _one_line(text: str) -> str:
-    """``text`` with control characters (newlines, escapes) shown as ``\\uXXXX``."""
-    return escape_control(text)
 
 
 def remember_model(config: Config, path: str | Path) -> Config:
