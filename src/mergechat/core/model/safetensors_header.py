@@ -81,7 +81,7 @@ def read_header(path: Path) -> SafetensorsHeader:
         file_size = path.stat().st_size
         with safe_open(str(path), framework="numpy") as handle:
             metadata: dict[str, str] = dict(handle.metadata() or {})
-            tensors = tuple(_entry(handle, name) for name in handle.offset_keys())
+            tensors = tuple(_entry(handle, name) for name in sorted(handle.keys()))
     except SafetensorError as exc:
         raise _explain(path, str(exc)) from None
     except OSError as exc:
