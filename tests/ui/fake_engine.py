@@ -172,6 +172,7 @@ class FakeEngine:
             path=request.path,
             name=request.path.name,
             device=script.device,
+            device_id=script.device,  # the fake's device label is a plain device id
             dtype=dtype,
             disk_dtype="bfloat16",
             context_max=CONTEXT_MAX,

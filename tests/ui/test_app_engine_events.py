@@ -11,6 +11,7 @@ from textual.pilot import Pilot
 from mergechat.core.api import LoadProgress, MeasuredSpeed, ModelLoaded, ModelState
 from mergechat.ui.messages import EngineEventMessage
 from mergechat.ui.screens.precision import PrecisionScreen
+from mergechat.ui.verdicts import ShownVerdict
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.status_bar import StatusBar
 
@@ -98,9 +99,9 @@ async def test_precision_menu_switches_and_reports_fidelity() -> None:
         screen = fake.app.screen
         assert isinstance(screen, PrecisionScreen)
         assert screen._verdicts == {
-            "float32": "ok",
-            "bfloat16": "ok",
-            "float16": "slow 3.5x per turn",
+            "float32": ShownVerdict("ok", "ok"),
+            "bfloat16": ShownVerdict("ok", "ok"),
+            "float16": ShownVerdict("slow", "slow 3.5x per turn"),
         }
         await pilot.press("escape")
         await wait_for(pilot, lambda: fake.app.screen is fake.app.chat)

@@ -143,7 +143,7 @@ def test_deciding_a_reload_never_raises(
     state = None
     if loaded is not None:
         path, device, dtype = loaded
-        state = ModelState(Path(path), "m", device, dtype, dtype, 2048)
+        state = ModelState(Path(path), "m", device, dtype, dtype, 2048, device_id=device)
     recommendation = Recommendation(rec[0], rec[1], None, "why") if rec else None
     reload, switch = logic.decide_reload(old, new, state, recommendation)
     assert isinstance(reload, bool) and (switch is None or switch in DTYPES)

@@ -10,16 +10,19 @@ from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
 from mergechat.core.dtypes import DType
-from mergechat.ui.screens.precision import PrecisionScreen, is_blocked
+from mergechat.ui.screens.precision import PrecisionScreen
+from mergechat.ui.verdicts import ShownVerdict
 
-VERDICTS: dict[DType, str] = {
-    "float32": "ok",
-    "bfloat16": "slow 4.2x",
-    "float16": UNSUPPORTED_HALF,
+VERDICTS: dict[DType, ShownVerdict] = {
+    "float32": ShownVerdict("ok", "ok"),
+    "bfloat16": ShownVerdict("slow", "slow 4.2x"),
+    "float16": ShownVerdict("unsupported", UNSUPPORTED_HALF),
 }
 
 
-def host(current: DType | None = "bfloat16", verdicts: dict[DType, str] | None = None) -> HostApp:
+def host(
+    current: DType | None = "bfloat16", verdicts: dict[DType, ShownVerdict] | None = None
+) -> HostApp:
     return HostApp(lambda: PrecisionScreen(current, VERDICTS if verdicts is None else verdicts))
 
 
@@ -94,7 +97,12 @@ async def test_an_unsupported_precision_cannot_be_chosen_and_says_why() -> None:
 
 
 async def test_missing_verdicts_and_no_current_precision() -> None:
-    app = host(current=None, verdicts={"float32": "does not fit: 9.1 GiB needed, 3.2 GiB free"})
+    app = host(
+        current=None,
+        verdicts={
+            "float32": ShownVerdict("does not fit", "does not fit: 9.1 GiB needed, 3.2 GiB free")
+        },
+    )
     async with app.run_test() as pilot:
         await opened(app, pilot)
         texts = option_texts(app)
@@ -108,9 +116,12 @@ async def test_missing_verdicts_and_no_current_precision() -> None:
     assert app.results == ["bfloat16"]
 
 
-def test_is_blocked() -> None:
-    assert is_blocked(UNSUPPORTED_HALF) and is_blocked("does not fit: 2 GiB needed")
-    assert not is_blocked("ok") and not is_blocked("slow 4.2x") and not is_blocked("")
+def test_blocking_is_read_from_the_verdict_kind_not_its_text() -> None:
+    assert ShownVerdict("unsupported", "whatever the wording").blocked
+    assert ShownVerdict("does not fit", "2 GiB needed").blocked
+    assert not ShownVerdict("ok", "unsupported-looking text").blocked
+    assert not ShownVerdict("slow", "slow 4.2x").blocked
+    assert not ShownVerdict(None, "not measured yet").blocked
 
 
 def test_precision_menu_snapshot(snap_compare: Any) -> None:

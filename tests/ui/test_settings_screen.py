@@ -93,8 +93,19 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def loaded_state(path: Path, dtype: DType = "bfloat16", device: str = "cpu") -> ModelState:
-    return ModelState(path, path.name, device, dtype, "bfloat16", 2048, merge_method="dare_ties")
+def loaded_state(
+    path: Path, dtype: DType = "bfloat16", device: str = "cpu", device_id: str | None = None
+) -> ModelState:
+    return ModelState(
+        path,
+        path.name,
+        device,
+        dtype,
+        "bfloat16",
+        2048,
+        merge_method="dare_ties",
+        device_id=device_id or device,
+    )
 
 
 async def test_shows_every_verdict_the_recommendation_and_the_model_dtypes(model_dir: Path) -> None:
@@ -467,7 +478,9 @@ REC = Recommendation("cpu", "bfloat16", None, REASON)
 def test_decide_reload(
     old: Config, new: Config, state_device: str, expected: tuple[bool, Any]
 ) -> None:
-    state = loaded_state(Path("/m/a"), "bfloat16", state_device)
+    # The device travels as data: the label is never parsed back.
+    device_id = {"cuda:0+cpu offload": "cuda:0"}.get(state_device, state_device)
+    state = loaded_state(Path("/m/a"), "bfloat16", state_device, device_id)
     assert logic.decide_reload(old, new, state, REC) == expected
 
 

@@ -66,7 +66,7 @@ class ModelState:
 
     path: Path
     name: str
-    #: Human label: ``cpu``, ``cuda:0``, ``cuda:0+cpu offload``, ``cuda:0,cuda:1``.
+    #: Label for display only: ``cpu``, ``cuda:0``, ``cuda:0+cpu offload``, ``cuda:0,cuda:1``.
     device: str
     #: The dtype of the weights as read from the model's parameters, not the request.
     dtype: DType
@@ -82,6 +82,9 @@ class ModelState:
     reason: str = ""
     #: Measured on this model after the load or the last switch (None when not measured).
     speed: MeasuredSpeed | None = None
+    #: The detected device holding the weights (the first one when spread), as `DeviceInfo.id`
+    #: names it (``cpu``, ``cuda:0``, ``mps``); None when no local device does (a served model).
+    device_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,24 +234,6 @@ class EngineCrashed(EngineEvent):
     message: str
     #: The engine's output file, where a crash leaves its traceback.
     log: str = ""
-
-
-@dataclass(frozen=True)
-class AgreementScored(EngineEvent):
-    """The answer to ``score_agreement``: top-1 agreement with a reference reply (one forward
-    pass), or ``message`` saying why it was not measured."""
-
-    request_id: int
-    matched: int = 0
-    tokens: int = 0
-    #: The first reference token the model would not have picked (None: all agree, or no score).
-    first_miss: int | None = None
-    message: str | None = None
-
-    @property
-    def score(self) -> float | None:
-        """``matched / tokens``, None when not measured or the reference is empty."""
-        return self.matched / self.tokens if self.tokens and self.message is None else None
 
 
 EventSink = Callable[[EngineEvent], None]

@@ -25,7 +25,6 @@ from mergechat.core.api import (
     EngineEvent,
     EngineNotice,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -40,6 +39,7 @@ from mergechat.core.api import (
 from mergechat.core.dtypes import DType
 from mergechat.core.engine.error_translation import translate
 from mergechat.core.engine.prompt_cache import PromptCache
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 if TYPE_CHECKING:
