@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -421,3 +423,15 @@ def test_header_summary_counts_all_tensors_but_floats_only_for_dtypes(tmp_path: 
     assert summary.parameter_count == 16 + 2 + 3
     assert summary.stored_dtypes == ("bfloat16", "float32")
     assert summary.elements_by_code == {"BF16": 16, "F32": 2, "I64": 3}
+
+
+def test_reading_headers_never_imports_torch(tiny_model_dir: Path) -> None:
+    # The UI and doctor inspect models: safe_open(framework="numpy") imports numpy, never torch.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from mergechat.core.model.safetensors_header import read_header\n"
+        f"assert read_header(Path({str(tiny_model_dir / 'model.safetensors')!r})).tensors\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -18,7 +18,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from mergechat.core.api import ReplyFinished
-from mergechat.core.store.records import Conversation, normalize_model_path
+from mergechat.core.model.target import model_key
+from mergechat.core.store.records import Conversation
 from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.clipboard import CopyMenu
 from mergechat.ui.options import AppOptions
@@ -119,7 +120,7 @@ async def test_the_sent_message_is_saved_before_the_engine_is_asked() -> None:
         gate.set()
         await reply_done(fake, pilot, 1)
     conv = only_conversation()
-    assert conv.model_path == normalize_model_path(MODEL_PATH)
+    assert conv.model_path == model_key(MODEL_PATH)
     assert conv.title == "hello there"
     assert [(m.role, m.text, m.state) for m in conv.messages] == [
         ("user", "hello there", "complete"),
@@ -139,7 +140,7 @@ async def test_a_finished_reply_is_saved_with_its_settings_and_stats() -> None:
     assert (reply.text, reply.state, reply.finish_reason) == ("Hello! I am a", "complete", "length")
     assert (reply.device, reply.dtype, reply.new_tokens) == ("cpu", "bfloat16", 5)
     assert (reply.tokens_per_s, reply.ttft_s, reply.total_s) == (25.0, 0.05, 0.5)
-    assert reply.model_path == normalize_model_path(MODEL_PATH)
+    assert reply.model_path == model_key(MODEL_PATH)
     settings = reply.generation_settings()
     assert settings is not None
     assert (settings.temperature, settings.max_new_tokens) == (0.0, 5)

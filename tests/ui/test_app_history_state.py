@@ -12,8 +12,8 @@ from test_app_history import LONG_REPLY, SIZE, ready, send, shown, store
 from textual.widgets import Input
 
 from mergechat.cli.oneshot_history import OneShotHistory
+from mergechat.core.model.target import model_key
 from mergechat.core.store.lock import ConversationLocks
-from mergechat.core.store.records import normalize_model_path
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.confirm import ConfirmScreen
 from mergechat.ui.screens.conversations import ConversationsScreen
@@ -72,7 +72,7 @@ async def test_quitting_mid_reply_keeps_what_produced_it() -> None:
         reply = s.get_conversation(s.list_conversations()[0].id).messages[1]
     assert reply.state == "stopped" and "word5" in reply.text
     assert (reply.device, reply.dtype) == ("cpu", "bfloat16")
-    assert reply.model_path == normalize_model_path(MODEL_PATH)
+    assert reply.model_path == model_key(MODEL_PATH)
     assert reply.params is not None and reply.params["temperature"] == 0.4
 
 

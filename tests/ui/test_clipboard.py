@@ -5,11 +5,10 @@ from __future__ import annotations
 from textual.app import App
 
 from mergechat.core.api import ChatMessage
+from mergechat.core.markdown_blocks import CodeBlock, code_blocks
 from mergechat.ui.clipboard import (
-    CodeBlock,
     CopyMenu,
     CopyTarget,
-    code_blocks,
     copy_targets,
     copy_text,
     extract_code_blocks,

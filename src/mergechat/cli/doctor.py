@@ -25,6 +25,7 @@ from mergechat.core.detect.fidelity_cache import FidelityRow, Float16Safety
 from mergechat.core.dtypes import DType
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.settings import locations, model_defaults
+from mergechat.core.text import format_bytes
 
 _LABEL = 19  # width of the label column in the text report
 _WIDTH = 100  # lines are wrapped to this width
@@ -165,14 +166,7 @@ def report_to_json(report: DoctorReport) -> dict[str, Any]:
 # -- text -----------------------------------------------------------------------------------------
 def human_bytes(count: int | None) -> str:
     """``1.2 GiB``, ``340.0 MiB``, ``12.0 KiB`` or ``unknown``."""
-    if count is None:
-        return "unknown"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    return "unknown" if count is None else format_bytes(count)
 
 
 def human_count(count: int | None) -> str:

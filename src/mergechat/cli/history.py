@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from mergechat.core.errors import BadInputError
+from mergechat.core.visible import escape_control
 
 if TYPE_CHECKING:
     from mergechat.core.store.export import ExportFormat
@@ -101,7 +102,9 @@ def run_history(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         elif args.action == "show":
             from mergechat.core.store.export import to_markdown
 
-            stream.write(printable(to_markdown(_target(store, args, summaries))))
+            # Stored text is shown, never acted on (an escape sequence could set the clipboard).
+            text = to_markdown(_target(store, args, summaries))
+            stream.write(escape_control(text, keep_lines=True))
         elif args.action == "export":
             _export(_target(store, args, summaries), args, stream)
         elif args.action == "delete":
@@ -136,23 +139,12 @@ def _target(
     return store.get_conversation(parse_id(args.id))
 
 
-def printable(text: str, *, keep_lines: bool = True) -> str:
-    """``text`` with control characters shown as ``\\uXXXX`` (newlines and tabs kept when
-    ``keep_lines``): stored text (a reply, a model path) is shown on the terminal, never
-    interpreted by it (an escape sequence could set the clipboard or the window title)."""
-    from mergechat.core.visible import escape_control
-
-    return escape_control(text, keep_lines=keep_lines)
-
-
 def format_list(summaries: list[ConversationSummary]) -> str:
     """A table: id, last update, message count, model folder name, title (one line each)."""
     rows = [("ID", "UPDATED", "MSGS", "MODEL", "TITLE")]
     for s in summaries:
         updated = datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M")
-        model, title = (
-            printable(t, keep_lines=False) for t in (_model_name(s.model_path), s.title)
-        )
+        model, title = (escape_control(t) for t in (_model_name(s.model_path), s.title))
         rows.append((str(s.id), updated, str(s.message_count), model, title))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
@@ -177,10 +169,11 @@ def _export(conversation: Conversation, args: argparse.Namespace, stream: TextIO
         text = render(conversation, fmt)
         # Raw bytes for a pipe or a file; on a terminal, escapes are shown, never acted on (in
         # JSON a control character becomes a valid \uXXXX escape).
-        stream.write(printable(text) if stream.isatty() else text)
+        stream.write(escape_control(text, keep_lines=True) if stream.isatty() else text)
         return
     written = write_export(conversation, fmt, _new_file(conversation, fmt, output))
-    stream.write(f"exported conversation {conversation.id} to {printable(str(written))}\n")
+    shown = escape_control(str(written), keep_lines=True)
+    stream.write(f"exported conversation {conversation.id} to {shown}\n")
 
 
 def _new_file(conversation: Conversation, fmt: ExportFormat, output: str | None) -> Path:

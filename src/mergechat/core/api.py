@@ -236,6 +236,24 @@ class EngineCrashed(EngineEvent):
     log: str = ""
 
 
+@dataclass(frozen=True)
+class AgreementScored(EngineEvent):
+    """The answer to ``score_agreement``: top-1 agreement with a reference reply (one forward
+    pass), or ``message`` saying why it was not measured."""
+
+    request_id: int
+    matched: int = 0
+    tokens: int = 0
+    #: The first reference token the model would not have picked (None: all agree, or no score).
+    first_miss: int | None = None
+    message: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """``matched / tokens``, None when not measured or the reference is empty."""
+        return self.matched / self.tokens if self.tokens and self.message is None else None
+
+
 EventSink = Callable[[EngineEvent], None]
 
 

@@ -44,6 +44,11 @@ class ReplyStream:
         with self._lock:
             return self._closed
 
+    def token_ids(self) -> list[int]:
+        """A copy of the ids received so far (a comparison matches replies token by token)."""
+        with self._lock:
+            return list(self._ids)
+
     @property
     def token_count(self) -> int:
         """Number of token ids received so far."""

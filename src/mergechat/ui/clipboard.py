@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -15,20 +14,11 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from mergechat.core.api import ChatMessage
+from mergechat.core.markdown_blocks import code_blocks
 from mergechat.core.visible import escape_control
 
-_OPEN_FENCE: Final = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-_CLOSE_FENCE: Final = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
 #: Some terminals drop OSC 52 sequences above about this many bytes of text.
 LARGE_COPY_BYTES: Final = 100_000
-
-
-@dataclass(frozen=True)
-class CodeBlock:
-    """A fenced code block: its language (info string's first word, may be "") and its code."""
-
-    language: str
-    code: str
 
 
 @dataclass(frozen=True)
@@ -39,41 +29,8 @@ class CopyTarget:
     text: str
 
 
-def code_blocks(markdown: str) -> list[CodeBlock]:
-    """The fenced (``` or ~~~) code blocks of ``markdown``, in order.
-
-    Fences may be indented (inside list items); that indent is removed from the code lines. An
-    unclosed fence (a reply still streaming, or cut off) runs to the end of the text.
-    """
-    blocks: list[CodeBlock] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        opening = _OPEN_FENCE.match(lines[i])
-        i += 1
-        # A backtick fence's info string cannot contain backticks (that is inline code).
-        if opening is None or (opening["fence"][0] == "`" and "`" in opening["info"]):
-            continue
-        fence, indent = opening["fence"], len(opening["indent"])
-        body: list[str] = []
-        while i < len(lines):
-            closing = _CLOSE_FENCE.match(lines[i])
-            i += 1
-            if closing and closing["fence"][0] == fence[0] and len(closing["fence"]) >= len(fence):
-                break
-            body.append(_dedent(lines[i - 1], indent))
-        info = opening["info"].strip()
-        blocks.append(CodeBlock(info.split()[0] if info else "", "\n".join(body)))
-    return blocks
-
-
-def _dedent(line: str, indent: int) -> str:
-    stripped = len(line) - len(line.lstrip(" \t"))
-    return line[min(indent, stripped) :]
-
-
 def extract_code_blocks(markdown: str) -> list[str]:
-    """The code of each fenced code block of ``markdown``, in order."""
+    """The code of each code block of ``markdown``, in order (as Rich shows them)."""
     return [block.code for block in code_blocks(markdown)]
 
 

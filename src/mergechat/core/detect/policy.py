@@ -20,13 +20,13 @@ from mergechat.core.detect.verdicts import (
     BUSY_TEXT,
     choice_verdict,
     fastest_dtype,
-    format_bytes,
     native_phrase,
     problem_clause,
     where,
 )
 from mergechat.core.dtypes import DTYPES, ITEMSIZE, DType, has_range_of, is_exact_cast
 from mergechat.core.model.info import ModelInfo
+from mergechat.core.text import format_bytes
 
 #: Context assumed for the KV cache when the caller gives none (capped model maximum).
 DEFAULT_CONTEXT_TOKENS: Final[int] = 4096

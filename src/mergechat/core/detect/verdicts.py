@@ -12,6 +12,7 @@ from mergechat.core.detect.capabilities import (
     Verdict,
 )
 from mergechat.core.dtypes import DType
+from mergechat.core.text import format_bytes
 
 #: Ratios within this of 1.0 read as "as fast".
 _SAME: Final[float] = 1.05
@@ -21,13 +22,6 @@ NATIVE_FLAGS: Final[dict[DType, tuple[str, ...]]] = {
     "bfloat16": ("amx_bf16", "avx512_bf16", "bf16"),
     "float16": ("amx_fp16", "avx512_fp16", "asimdhp"),
 }
-
-
-def format_bytes(size: int) -> str:
-    """``9.1 GiB`` (or ``300 MiB`` below one GiB)."""
-    if size < 2**30:
-        return f"{size / 2**20:.0f} MiB"
-    return f"{size / 2**30:.1f} GiB"
 
 
 def _relative(label: str, factor: float) -> str:

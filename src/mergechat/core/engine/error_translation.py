@@ -6,6 +6,7 @@ import re
 
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import BadInputError, MergechatError, ModelFolderError, first_line
+from mergechat.core.text import format_bytes
 
 # `"addmm_impl_cpu_" not implemented for 'Half'` and friends: an op without a kernel for a dtype.
 _NOT_IMPLEMENTED = re.compile(r"\"?([\w.]+)\"? not implemented for '(Half|BFloat16)'")
@@ -163,19 +164,19 @@ def out_of_memory_error(
         where = device if device and device not in ("auto", "cpu") else "the GPU"
         needed, free, total = _gpu_oom_sizes(text)
         if needed_bytes is not None:
-            needed = f"{_bytes(needed_bytes)} needed"
+            needed = f"{format_bytes(needed_bytes)} needed"
         if free_bytes is not None:
-            free = _bytes(free_bytes)
+            free = format_bytes(free_bytes)
         sizes = _sizes_clause(needed, free, total)
         return MergechatError(f"out of memory on {where}{doing} in {precision}{sizes}", _OOM_HINT)
     needed = None
     if needed_bytes is not None:
-        needed = f"{_bytes(needed_bytes)} needed"
+        needed = f"{format_bytes(needed_bytes)} needed"
     elif match := _CPU_OOM_NEEDED.search(text):
-        needed = f"tried to allocate {_bytes(int(match.group(1)))}"
+        needed = f"tried to allocate {format_bytes(int(match.group(1)))}"
     if free_bytes is None:
         free_bytes = _free_ram()
-    free = _bytes(free_bytes) if free_bytes is not None else None
+    free = format_bytes(free_bytes) if free_bytes is not None else None
     sizes = _sizes_clause(needed, free, None)
     return MergechatError(f"not enough RAM{doing} in {precision}{sizes}", _OOM_HINT)
 
@@ -206,16 +207,6 @@ def _free_ram() -> int | None:
     except Exception:  # an error path: never fail while describing a failure
         return None
     return cpu.free_bytes if cpu is not None else None
-
-
-def _bytes(size: int) -> str:
-    """``1.5 GiB``, ``300.0 MiB``, ``12.0 KiB`` or ``512 B``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def _gguf_error(text: str) -> ModelFolderError | None:

@@ -23,11 +23,11 @@ from mergechat.core.engine.model_generation_config import generation_config_kwar
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.settings.device_choice import INDEXED_KINDS
+from mergechat.core.text import byte_unit
 
 Progress = Callable[[LoadProgress], None]
 
 _CHUNK = 16 * 1024 * 1024
-_GIB = 1024**3
 #: Start of each stage on the 0..1 progress scale; reading weights spans 0.10..0.60.
 _STAGE_START: dict[LoadStage, float] = {
     "inspecting": 0.0,
@@ -317,8 +317,8 @@ def _quiet_transformers() -> None:
 
 
 def _sizes(done: int, total: int) -> str:
-    """``1.2/2.4 GiB`` (MiB below one GiB, so small models do not read ``0.0/0.0 GiB``)."""
-    unit, scale = ("GiB", _GIB) if total >= _GIB else ("MiB", 1024**2)
+    """``1.2/2.4 GiB``: both in the unit of the total, so small models do not read ``0.0/0.0``."""
+    unit, scale = byte_unit(total)
     return f"{done / scale:.1f}/{total / scale:.1f} {unit}"
 
 

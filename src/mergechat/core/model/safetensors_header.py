@@ -75,13 +75,13 @@ def read_header(path: Path) -> SafetensorsHeader:
     """Read and validate the header of ``path``; raise `ModelFolderError` naming the file.
 
     `safe_open` checks what the load will (header size, JSON, every tensor's dtype, shape and
-    offsets, data covering the file exactly); no tensor is read and numpy is never imported.
+    offsets, data covering the file exactly); no tensor is read. It imports numpy, never torch.
     """
     try:
         file_size = path.stat().st_size
         with safe_open(str(path), framework="numpy") as handle:
             metadata: dict[str, str] = dict(handle.metadata() or {})
-            tensors = tuple(_entry(handle, name) for name in handle.offset_keys())
+            tensors = tuple(_entry(handle, name) for name in sorted(handle.keys()))
     except SafetensorError as exc:
         raise _explain(path, str(exc)) from None
     except OSError as exc:

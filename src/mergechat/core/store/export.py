@@ -13,6 +13,7 @@ import platformdirs
 
 from mergechat import __version__
 from mergechat.core.errors import MergechatError
+from mergechat.core.markdown_blocks import close_open_fence
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.core.store.schema import LATEST_VERSION
@@ -23,7 +24,6 @@ EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = ("md", "json")
 JSON_FORMAT_NAME: Final = "mergechat.conversation"
 JSON_FORMAT_VERSION: Final = 1
 
-_FENCE: Final = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _ROLE_HEADINGS: Final = {"user": "You", "assistant": "Assistant", "system": "System"}
 _ENDINGS: Final = {
     "stopped": "stopped by the user",
@@ -111,22 +111,6 @@ def to_markdown(conversation: Conversation) -> str:
             details = reply_details(message, conversation.model_path)
             out += [*(f"> {line}" for line in details), ""] if details else []
     return "\n".join(out).rstrip() + "\n"
-
-
-def close_open_fence(text: str) -> str:
-    """``text`` with a closing fence added when a code block is left open (a cut-off reply),
-    so the rest of the document is not swallowed by it."""
-    fence = ""
-    for line in text.splitlines():
-        match = _FENCE.match(line)
-        if match is None:
-            continue
-        marks = match["fence"]
-        if not fence:
-            fence = marks
-        elif marks[0] == fence[0] and len(marks) >= len(fence) and not match["info"].strip():
-            fence = ""
-    return f"{text}\n{fence}" if fence else text
 
 
 def to_dict(conversation: Conversation) -> dict[str, object]:

@@ -12,7 +12,7 @@ from mergechat.core.detect.capabilities import BLOCKING_VERDICTS, Recommendation
 from mergechat.core.detect.verdicts import probe_verdict_text
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
 from mergechat.core.model.info import ModelInfo
-from mergechat.core.model.target import looks_remote, url_text
+from mergechat.core.model.target import looks_remote, model_key, url_text
 from mergechat.core.settings.config import Config
 from mergechat.core.settings.device_choice import DeviceChoice
 from mergechat.core.visible import escape_control
@@ -138,17 +138,6 @@ def config_path(text: str) -> str:
     return os.path.abspath(os.path.expanduser(text))
 
 
-def _path_key(path: str | Path) -> str:
-    """The resolved form of ``path`` for comparing; its absolute form when it cannot resolve."""
-    if looks_remote(path):
-        return url_text(path)
-    text = os.path.expanduser(os.fspath(path))
-    try:
-        return str(Path(text).resolve())
-    except (OSError, ValueError, RuntimeError):
-        return os.path.abspath(text)
-
-
 def _same_device(wanted: str, state: ModelState, rec: Recommendation | None) -> bool:
     if wanted == "auto":
         if rec is None:
@@ -173,7 +162,7 @@ def decide_reload(
         return False, None
     if state is None:
         return True, None
-    if _path_key(new.model.path) != _path_key(state.path):
+    if model_key(new.model.path) != model_key(state.path):
         return True, None
     if new.model.trust_remote_code != old.model.trust_remote_code:
         return True, None

@@ -19,29 +19,14 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
+from mergechat.core.markdown_blocks import settled_length
 from mergechat.core.visible import escape_control
 
 #: A streaming tail longer than this is split at its last settled block boundary.
 CHUNK_CHARS = 600
 #: Texts longer than this are re-rendered off the UI thread (when older lines can stand in).
 SYNC_CHARS = 2000
-_FENCES = ("```", "~~~")
 RenderKey = tuple[str, int, bool]
-
-
-def settled_length(text: str) -> int:
-    """Length of the longest prefix of ``text`` ending at a blank line outside a code fence."""
-    settled = 0
-    in_fence = False
-    offset = 0
-    for line in text.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped.startswith(_FENCES):
-            in_fence = not in_fence
-        elif not stripped and not in_fence and offset > 0:
-            settled = offset + len(line)
-        offset += len(line)
-    return settled
 
 
 def render_markdown(source: str, width: int, dark: bool) -> list[Strip]:
@@ -170,7 +155,8 @@ class ReplyBody(Vertical):
         """Add streamed text; freeze the settled part of a long tail in its own chunk."""
         tail = self.tail
         source = tail.source + text
-        settled = settled_length(source) if len(source) > CHUNK_CHARS else 0
+        # Only a finished line can add a blank line to settle at.
+        settled = settled_length(source) if len(source) > CHUNK_CHARS and "\n" in text else 0
         if settled:
             tail.set_source(source[:settled].rstrip("\n"))
             self._frozen += source[:settled]

@@ -1,0 +1,259 @@
+"""`CompareRunner`: one prompt to several models through one `EngineClient` each.
+
+The runner decides the placement from the detector's memory fit, loads the models together or
+one at a time, streams every reply with its stats, then measures where each reply parts from the
+base model's and how often each model's top-1 token agrees with the merge's reply. It never
+imports torch or Textual: clients come from an injected factory, results go to a callback.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from mergechat.core.api import (
+    ChatMessage,
+    EngineClient,
+    EngineEvent,
+    EventSink,
+    LoadRequest,
+)
+from mergechat.core.compare.column import Column
+from mergechat.core.compare.divergence import divergence
+from mergechat.core.compare.events import (
+    CompareFinished,
+    CompareModelDone,
+    ComparePhase,
+    ComparePlaced,
+    CompareSink,
+    ModelResult,
+    Phase,
+)
+from mergechat.core.compare.placement import Placement, place
+from mergechat.core.compare.plan import CompareModel, ComparePlan, same_tokenizer
+from mergechat.core.dtypes import DType
+from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.streaming import ReplyStream
+
+#: Makes the client for one model: a local engine for a path, a remote client for a URL.
+ClientFactory = Callable[[CompareModel, EventSink], EngineClient]
+Messages = tuple[ChatMessage, ...]
+#: How often streams are drained while replies run.
+POLL_S = 0.05
+
+
+class CompareRunner:
+    """Runs a `ComparePlan`: `prepare` once, then `ask` as often as wanted; `close` at the end.
+
+    ``on_event`` is called on the thread that runs `prepare`/`ask` (a view posts it on);
+    `stop` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        plan: ComparePlan,
+        factory: ClientFactory,
+        *,
+        same_precision: bool = True,
+        device: str = "auto",
+        dtype: DType | None = None,
+        trust_remote_code: bool = False,
+        on_event: CompareSink | None = None,
+    ) -> None:
+        self.plan = plan
+        self._factory = factory
+        self._same_precision = same_precision
+        self._device = device
+        self._dtype = dtype
+        self._trust_remote_code = trust_remote_code
+        self._sink = on_event or (lambda _event: None)
+        self._events: queue.Queue[tuple[int, EngineEvent]] = queue.Queue()
+        self._columns = [Column(i, m) for i, m in enumerate(plan.models)]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.placement: Placement | None = None
+
+    # -- any thread -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop every reply now and skip the models not answered yet (a load runs to its end)."""
+        self._stop.set()
+        with self._lock:
+            clients = [c.client for c in self._columns if c.client is not None]
+        for client in clients:
+            client.cancel()
+
+    # -- runner thread ----------------------------------------------------------------------------
+    def prepare(self) -> Placement:
+        """Ask the detector about every local model, decide the placement and, when all fit
+        together, load them all (one after the other); served models are connected at once."""
+        for col in self._columns:
+            if col.model.remote or not col.usable:
+                continue
+            self._phase(col, "detecting")
+            self._client(col).detect(col.model.path, self._device)
+            col.begin("detect")
+            self._wait([col])
+        caps = next((c.caps for c in reversed(self._columns) if c.caps is not None), None)
+        usable = [c.usable for c in self._columns]
+        self.placement = place(
+            [c.assessment if ok else None for c, ok in zip(self._columns, usable, strict=True)],
+            [c.model.remote and ok for c, ok in zip(self._columns, usable, strict=True)],
+            caps,
+            same_precision=self._same_precision,
+            dtype=self._dtype,
+        )
+        self._sink(ComparePlaced(self.placement))
+        for col in self._columns:
+            if col.usable and (self.placement.together or col.model.remote):
+                self._load(col)
+            elif col.usable:
+                self._phase(col, "waiting", "loaded when its turn comes")
+        return self.placement
+
+    def ask(self, prompt: str, settings: GenerationSettings) -> tuple[ModelResult, ...]:
+        """Answer ``prompt`` with every model; return the results in column order."""
+        placement = self.placement or self.prepare()
+        self._stop.clear()
+        started = time.perf_counter()
+        messages = (ChatMessage("user", prompt),)
+        for col in self._columns:
+            col.load_s = None if placement.together else col.load_s
+            col.agreement, col.agreement_note = None, None
+        if placement.parallel:
+            self._answer([c for c in self._columns if c.usable], messages, settings)
+        for col in self._columns:
+            if not col.usable or self._stopped(col) or placement.parallel:
+                continue
+            one_at_a_time = not placement.together and not col.model.remote
+            if one_at_a_time:
+                self._load(col)
+            self._answer([col], messages, settings)
+            if one_at_a_time:
+                self._score(col, messages, settings)
+                self._unload(col)
+        if placement.together:
+            for col in self._columns:
+                self._score(col, messages, settings)
+        results = self._results()
+        for result in results:
+            self._sink(CompareModelDone(result))
+        stopped = self._stop.is_set()
+        self._sink(CompareFinished(results, time.perf_counter() - started, stopped))
+        return results
+
+    def close(self) -> None:
+        """Shut every client down (unloads the models)."""
+        for col in self._columns:
+            self._unload(col, quiet=True)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _client(self, col: Column) -> EngineClient:
+        if col.client is None:
+            index = col.index
+            client = self._factory(col.model, lambda event: self._events.put((index, event)))
+            client.start()
+            with self._lock:
+                col.client = client
+        return col.client
+
+    def _load(self, col: Column) -> None:
+        assert self.placement is not None
+        spot = self.placement.models[col.index]
+        if spot is None or not col.usable:
+            return
+        request = LoadRequest(
+            col.model.path,
+            device=spot.device,
+            dtype=spot.dtype,
+            trust_remote_code=self._trust_remote_code,
+        )
+        self._phase(col, "loading")
+        self._client(col).load(request)
+        col.begin("load")
+        self._wait([col])
+
+    def _unload(self, col: Column, *, quiet: bool = False) -> None:
+        with self._lock:
+            client, col.client = col.client, None
+        if client is not None:
+            client.shutdown()
+            col.state = None
+            if not quiet:
+                self._phase(col, "unloaded")
+
+    def _answer(
+        self,
+        cols: Sequence[Column],
+        messages: Messages,
+        settings: GenerationSettings,
+    ) -> None:
+        running = [c for c in cols if c.usable and c.state is not None and not self._stop.is_set()]
+        for col in running:
+            col.begin("reply", self._client(col).generate(messages, settings))
+            self._phase(col, "answering")
+        self._wait(running)
+        for col in running:
+            self._phase(col, "failed" if col.reply_error else "done", col.reply_error or "")
+
+    def _score(self, col: Column, messages: Messages, settings: GenerationSettings) -> None:
+        """Teacher-forced agreement of ``col`` with the reference (merge) reply."""
+        reference = self._columns[self.plan.reference]
+        if col.client is None or col.state is None or self._stop.is_set():
+            return
+        if not reference.reply or reference.reply_error or reference.finish is None:
+            col.agreement_note = f"no reply from {reference.model.name} to score against"
+            return
+        scorer = getattr(col.client, "score_agreement", None)
+        if scorer is None:
+            col.agreement_note = "this engine cannot score agreement"
+            return
+        self._phase(col, "scoring")
+        col.begin("score", scorer(messages, settings, reference.reply))
+        self._wait([col])
+        self._phase(col, "done")
+
+    def _wait(self, cols: Sequence[Column]) -> None:
+        """Route events until none of ``cols`` is busy, draining reply streams as they grow."""
+        while any(c.busy for c in cols):
+            try:
+                index, event = self._events.get(timeout=POLL_S)
+            except queue.Empty:
+                index, event = -1, None
+            if event is not None:
+                for out in self._columns[index].apply(event):
+                    self._sink(out)
+            for col in cols:
+                if (text := col.drain()) is not None:
+                    self._sink(text)
+
+    def _stopped(self, col: Column) -> bool:
+        if self._stop.is_set():
+            self._phase(col, "stopped")
+        return self._stop.is_set()
+
+    def _phase(self, col: Column, phase: Phase, detail: str = "") -> None:
+        self._sink(ComparePhase(col.index, phase, detail))
+
+    def _results(self) -> tuple[ModelResult, ...]:
+        results = [c.result() for c in self._columns]
+        base = self._columns[self.plan.base]
+        if not base.reply or base.reply_error:
+            return tuple(results)
+        tokens = same_tokenizer(self.plan)
+        base_ids = _token_ids(base.stream) if tokens else None
+        for i, col in enumerate(self._columns):
+            if i == self.plan.base or col.finish is None:
+                continue
+            ids = _token_ids(col.stream) if base_ids is not None else None
+            found = divergence(base.reply, col.reply, base_ids=base_ids if ids else None, ids=ids)
+            results[i] = replace(results[i], divergence=found)
+        return tuple(results)
+
+
+def _token_ids(stream: ReplyStream | None) -> list[int] | None:
+    # Only the local engine's own stream holds token ids; relayed and served streams hold
+    # text pieces, which are compared by word instead.
+    return stream.token_ids() if type(stream) is ReplyStream else None
