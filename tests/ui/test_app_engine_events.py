@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.pilot import Pilot
 
+from fixtures.fake_engine import Script
 from mergechat.core.api import LoadProgress, MeasuredSpeed, ModelLoaded, ModelState
 from mergechat.ui.messages import EngineEventMessage
 from mergechat.ui.screens.precision import PrecisionScreen
@@ -19,11 +19,11 @@ SIZE = (100, 30)
 
 
 def notes(fake: FakeApp) -> list[str]:
-    return [n.message for n in fake.app._notifications]
+    return [n.message for n in notifications(fake.app)]
 
 
 def severities(fake: FakeApp) -> list[str]:
-    return [n.severity for n in fake.app._notifications]
+    return [n.severity for n in notifications(fake.app)]
 
 
 async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
@@ -183,7 +183,7 @@ async def test_engine_that_cannot_start_is_reported() -> None:
     app = MergechatApp(AppOptions(model_path=MODEL_PATH), engine_factory=broken)  # type: ignore[arg-type]
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.chat.phase == "error")
-        assert any("No module named 'torch'" in n.message for n in app._notifications)
+        assert any("No module named 'torch'" in n.message for n in notifications(app))
         assert app.is_running
 
 

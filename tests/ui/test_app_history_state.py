@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from test_app_history import LONG_REPLY, SIZE, ready, send, shown, store
 from textual.widgets import Input
 
+from fixtures.fake_engine import Script
 from mergechat.cli.oneshot_history import OneShotHistory
 from mergechat.core.model.target import model_key
 from mergechat.core.store.lock import ConversationLocks
@@ -40,7 +40,7 @@ async def test_a_conversation_open_in_another_instance_is_not_continued() -> Non
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await wait_for(
-            pilot, lambda: any("another mergechat" in n.message for n in fake.app._notifications)
+            pilot, lambda: any("another mergechat" in n.message for n in notifications(fake.app))
         )
         assert shown(fake) == [] and fake.app.chat.conversation.messages == []
         await send(fake, pilot, "my own", 1)

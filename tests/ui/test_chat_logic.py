@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
 
+from fixtures.fake_engine import FakeEngine
 from mergechat.core.api import (
     CapabilitiesReady,
     ChatMessage,

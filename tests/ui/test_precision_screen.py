@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from screen_helpers import UNSUPPORTED_HALF, HostApp, wait_until
+from app_helpers import wait_for
+from screen_helpers import UNSUPPORTED_HALF, HostApp
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
@@ -32,7 +33,7 @@ def option_texts(app: HostApp) -> list[str]:
 
 
 async def opened(app: HostApp, pilot: Pilot[Any]) -> None:
-    await wait_until(pilot, lambda: isinstance(app.screen, PrecisionScreen))
+    await wait_for(pilot, lambda: isinstance(app.screen, PrecisionScreen))
 
 
 async def test_lists_the_three_precisions_in_order_with_verdicts_and_the_current_one() -> None:
@@ -56,7 +57,7 @@ async def test_a_digit_chooses_at_once(key: str, dtype: DType) -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press(key)
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == [dtype]
 
 
@@ -65,7 +66,7 @@ async def test_enter_chooses_the_highlighted_one() -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press("up", "enter")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["float32"]
 
 
@@ -74,7 +75,7 @@ async def test_escape_chooses_nothing() -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == [None]
 
 
@@ -92,7 +93,7 @@ async def test_an_unsupported_precision_cannot_be_chosen_and_says_why() -> None:
         await pilot.pause()
         assert app.results == []
         await pilot.press("1")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["float32"]
 
 
@@ -112,7 +113,7 @@ async def test_missing_verdicts_and_no_current_precision() -> None:
         await pilot.pause()
         assert app.results == []
         await pilot.press("2")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["bfloat16"]
 
 
