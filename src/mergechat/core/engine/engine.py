@@ -254,7 +254,7 @@ class Engine:
     def _handle_detect(self, command: _Detect) -> None:
         from mergechat.core.detect import policy, probe
         from mergechat.core.detect.probe_shape import shape_for
-        from mergechat.core.model import inspection as inspect
+        from mergechat.core.detect import model_support as inspect
 
         info, failure = None, None
         if command.model_path is not None:

@@ -75,8 +75,8 @@ def load(
     ``release_previous`` is called once the request has passed every check that needs no
     weights, so a bad path or device keeps the previous model while a real load frees its memory.
     """
+    from mergechat.core.detect import model_support as inspect
     from mergechat.core.detect import policy, probe
-    from mergechat.core.model import inspection as inspect
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
