@@ -175,9 +175,7 @@ class MergechatApp(App[int]):
 
     @work(thread=True, exclusive=True, group="engine-start", exit_on_error=False)
     def _build_engine(self) -> None:
-        # Off the UI thread and after the first frame: what the first reply will need.
-        from textual.widgets import Markdown  # noqa: F401
-
+        # Off the UI thread and after the first frame, so starting the engine never delays it.
         try:
             engine = self._engine_factory(self._sink)
             engine.start()

@@ -20,7 +20,6 @@ from mergechat.core.store.schema import LATEST_VERSION
 from mergechat.core.visible import escape_control
 
 ExportFormat = Literal["md", "json"]
-EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = ("md", "json")
 JSON_FORMAT_NAME: Final = "mergechat.conversation"
 JSON_FORMAT_VERSION: Final = 1
 

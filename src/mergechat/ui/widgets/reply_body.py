@@ -146,11 +146,6 @@ class ReplyBody(Vertical):
         """All the text shown."""
         return self._frozen + self.tail.source
 
-    @property
-    def chunk_count(self) -> int:
-        """How many widgets hold the text (1 after `set_text`)."""
-        return len(self.query_children(MarkdownText))
-
     def append(self, text: str) -> None:
         """Add streamed text; freeze the settled part of a long tail in its own chunk."""
         tail = self.tail
