@@ -236,8 +236,8 @@ class ChatScreen(Screen[None]):
         self.run_worker(self._start(messages, kind, text), group="chat")
 
     async def _start(self, messages: list[ChatMessage], kind: ReplyKind, text: str) -> None:
-        # The engine is asked first, so the prompt's prefill runs while the widgets mount (that
-        # takes 70-200 ms); its events wait in `_early` until the reply's widget exists.
+        # The engine is asked first, so the prompt's prefill runs while the widgets mount (which
+        # takes a noticeable time); its events wait in `_early` until the reply's widget exists.
         settings = self._settings()
         self.saver.reply_started(kind, settings)
         try:

@@ -1,8 +1,8 @@
 """`ReplyBody`: a reply's Markdown, cheap to stream into and rendered in full once at the end.
 
 Textual's `Markdown` widget mounts a widget per block; while a reply streams, each new block
-means a mount plus a layout pass over every widget on screen, which measured 100-400 ms per
-update here and made typing lag. So a reply is drawn with Rich's Markdown renderer into a few
+means a mount plus a layout pass over every widget on screen, which made typing lag
+(BENCHMARKS.md). So a reply is drawn with Rich's Markdown renderer into a few
 line-cached widgets: text that can no longer change (before a blank line outside a code fence)
 is frozen in a chunk rendered once; only the short tail is re-rendered as tokens arrive.
 `set_text` replaces the chunks with one widget holding the whole reply (the one full render);
