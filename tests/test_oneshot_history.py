@@ -11,9 +11,8 @@ from pathlib import Path
 from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
 from mergechat.cli.oneshot_history import OneShotHistory
 from mergechat.core.api import EventSink, LoadRequest
-from mergechat.core.model.target import model_key
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.store.records import Conversation
+from mergechat.core.store.records import Conversation, normalize_model_path
 from mergechat.core.store.store import HistoryStore, default_path
 from test_oneshot import FakeEngine
 
@@ -46,7 +45,7 @@ def test_the_exchange_is_saved_with_its_stats_and_settings(tmp_path: Path) -> No
     code, out, err, _ = run(tmp_path, token_delay=0.001)
     assert (code, err) == (0, "")
     [conv] = saved()
-    assert conv.model_path == model_key(tmp_path) and conv.title == "Hi there"
+    assert conv.model_path == normalize_model_path(tmp_path) and conv.title == "Hi there"
     user, reply = conv.messages
     assert (user.role, user.text, user.state) == ("user", "Hi there", "complete")
     assert (reply.text, reply.state, reply.finish_reason) == (
@@ -119,9 +118,10 @@ def test_a_corrupt_database_is_one_warning_and_the_answer_still_comes(tmp_path: 
 def test_a_write_failing_mid_reply_turns_history_off_with_one_warning(tmp_path: Path) -> None:
     err = io.StringIO()
     history = OneShotHistory.open(True, err)
-    assert history.store is not None
+    store = history.recorder.store
+    assert store is not None
     history.begin(tmp_path, "question")
-    history.store.close()  # the database goes away under it
+    store.close()  # the database goes away under it
     history.progress("partial")
     history.interrupted("partial")
     history.close()

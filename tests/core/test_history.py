@@ -18,11 +18,11 @@ import pytest
 from mergechat.core.api import ReplyStats
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store import schema as history_schema
+from mergechat.core.store.reply_writer import ReplyWriter
 from mergechat.core.store.schema import LATEST_VERSION, MIGRATIONS
 from mergechat.core.store.store import (
     HistoryStore,
     HistoryUnavailable,
-    ReplyRecorder,
     UnknownConversation,
     default_path,
 )
@@ -300,10 +300,10 @@ def test_wal_writer_and_reader_in_two_threads(tmp_path: Path) -> None:
                 for i in range(60):
                     s.add_message(conv, "user", f"q{i}")
                     reply = s.add_message(conv, "assistant", "", state="streaming")
-                    recorder = ReplyRecorder(s, reply, interval_s=0.0)
+                    recorder = ReplyWriter(s, reply, interval_s=0.0)
                     for j in range(3):
                         recorder.update(f"a{i}-{j}")
-                    recorder.finish(f"a{i}", "complete", STATS)
+                    recorder.finish(f"a{i}", "complete", stats=STATS)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -340,12 +340,13 @@ def test_wal_writer_and_reader_in_two_threads(tmp_path: Path) -> None:
 # -- crash safety ---------------------------------------------------------------------------------
 _WRITER = r"""
 import signal, sys, time
-from mergechat.core.store.store import HistoryStore, ReplyRecorder
+from mergechat.core.store.reply_writer import ReplyWriter
+from mergechat.core.store.store import HistoryStore
 store = HistoryStore.open(sys.argv[1])
 conv = store.new_conversation("/models/tiny")
 store.add_message(conv, "user", "tell me a long story")
 reply = store.add_message(conv, "assistant", "", state="streaming")
-recorder = ReplyRecorder(store, reply, interval_s=float(sys.argv[2]))
+recorder = ReplyWriter(store, reply, interval_s=float(sys.argv[2]))
 text, i = "", 0
 while True:
     text += f"t{i} "
@@ -401,11 +402,11 @@ def test_sigkill_mid_reply_loses_at_most_about_one_second(tmp_path: Path) -> Non
     assert lost_span <= 1.0 + 0.25, (saved, produced, lost_span)
 
 
-def test_reply_recorder_writes_at_most_once_per_interval(store: HistoryStore) -> None:
+def test_reply_writer_writes_at_most_once_per_interval(store: HistoryStore) -> None:
     now = [100.0]
     conv = store.new_conversation("/m")
     reply = store.add_message(conv, "assistant", "", state="streaming")
-    recorder = ReplyRecorder(store, reply, interval_s=1.0, clock=lambda: now[0])
+    recorder = ReplyWriter(store, reply, interval_s=1.0, clock=lambda: now[0])
 
     def stored() -> tuple[str, str]:
         message = store.get_conversation(conv).messages[0]
@@ -422,7 +423,7 @@ def test_reply_recorder_writes_at_most_once_per_interval(store: HistoryStore) ->
     assert recorder.flush() is False  # nothing new since
     recorder.update("abcdefg")
     assert recorder.flush() is True and stored() == ("abcdefg", "streaming")
-    recorder.finish("abcdefgh", "stopped", STATS, GenerationSettings(top_k=5))
+    recorder.finish("abcdefgh", "stopped", stats=STATS, settings=GenerationSettings(top_k=5))
     assert stored() == ("abcdefgh", "stopped")
     assert recorder.update("ignored") is False
     recorder.finish("ignored too", "complete")

@@ -19,9 +19,9 @@ import pytest
 from mergechat.cli import main as cli
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.lock import ConversationLocks
-from mergechat.core.store.records import UnknownConversation
+from mergechat.core.store.recorder import ChatRecorder
+from mergechat.core.store.records import HistoryUnavailable, UnknownConversation
 from mergechat.core.store.store import HistoryStore, default_path
-from mergechat.ui.history_recorder import ChatHistory
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -80,12 +80,12 @@ def test_a_corrupt_byte_is_shown_replaced_and_the_conversation_can_be_deleted(
 def test_resuming_a_damaged_conversation_keeps_saving(store: HistoryStore) -> None:
     conv = _conversation(store)
     _corrupt_first_message(conv)
-    notices: list[str] = []
-    history = ChatHistory(store, notices.append, interval_s=0.0)
+    turned_off: list[HistoryUnavailable] = []
+    history = ChatRecorder(store, turned_off.append, interval_s=0.0)
     history.set_model("/m")
     assert [m.content for m in history.resume(conv)] == ["H\ufffd\ufffdllo", "a reply"]
     history.user_message("and now?")
-    assert history.enabled and notices == []
+    assert history.enabled and turned_off == []
     assert store.get_conversation(conv).messages[-1].text == "and now?"
 
 
@@ -219,7 +219,7 @@ def test_a_chat_never_continues_a_conversation_held_elsewhere(store: HistoryStor
     other = ConversationLocks.beside(store.path)
     assert other.acquire(conv) is None
     notices: list[str] = []
-    history = ChatHistory(
+    history = ChatRecorder(
         store, interval_s=0.0, locks=ConversationLocks.beside(store.path), on_notice=notices.append
     )
     assert history.resume_last("/m") == []
@@ -233,7 +233,7 @@ def test_a_chat_never_continues_a_conversation_held_elsewhere(store: HistoryStor
 
 # -- items 13 and 15: what produced a reply, and what the app had open -----------------------------
 def test_a_reply_notes_what_produces_it_before_its_first_token(store: HistoryStore) -> None:
-    history = ChatHistory(store, interval_s=0.0)
+    history = ChatRecorder(store, interval_s=0.0)
     history.start("/m")
     history.user_message("q")
     history.reply_started("new", GenerationSettings(temperature=0.3))

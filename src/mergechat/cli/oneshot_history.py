@@ -1,53 +1,39 @@
-"""`OneShotHistory`: saves a one-shot exchange in the history store; failures are one warning."""
+"""`OneShotHistory`: one-shot's side of the history: its one exchange, through `ChatRecorder`."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from mergechat.core.api import FinishReason, ModelState, ReplyStats
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.store.records import HistoryUnavailable, MessageState
-
-if TYPE_CHECKING:
-    from mergechat.core.store.recorder import ReplyRecorder
-    from mergechat.core.store.store import HistoryStore
-
-#: Engine finish reasons as stored message states ("length" is a complete reply at the cap).
-_STATES: dict[str, MessageState] = {"complete": "complete", "length": "complete"}
+from mergechat.core.store.recorder import ChatRecorder
+from mergechat.core.store.records import HistoryUnavailable
+from mergechat.core.store.reply_writer import ReplyHandle
+from mergechat.core.visible import escape_control
 
 
 class OneShotHistory:
-    """The prompt and its reply as a new conversation; with no store every method does nothing.
+    """The prompt and its reply as a new conversation; history trouble is one warning on ``err``.
 
     The prompt is committed before generation starts, the streaming reply at most once per
-    ``interval_s`` and at the end. The first failure prints ``mergechat: warning: history is
-    off: ...`` on ``err`` and turns history off: the answer itself never fails because of it.
+    second and at the end; the answer itself never fails because of the history. It is never
+    noted as the app's open conversation, so the app's next start is unaffected.
     """
 
-    def __init__(
-        self, store: HistoryStore | None, err: TextIO | None = None, *, interval_s: float = 1.0
-    ) -> None:
-        """Record into ``store`` (None: history off); warnings go to ``err`` (stderr)."""
-        self.store = store
+    def __init__(self, err: TextIO | None = None) -> None:
+        """History off until `open`; warnings go to ``err`` (stderr)."""
         self.err = err
-        self.interval_s = interval_s
-        self.conversation_id: int | None = None
-        self._recorder: ReplyRecorder | None = None
+        self.recorder = ChatRecorder(None, self._turned_off, remember_open=False)
+        self._reply: ReplyHandle | None = None
 
     @classmethod
     def open(cls, enabled: bool, err: TextIO | None = None) -> OneShotHistory:
         """Open the default store when ``enabled``; a store that cannot be used is a warning."""
-        history = cls(None, err)
+        history = cls(err)
         if enabled:
-            from mergechat.core.store.store import HistoryStore
-
-            try:
-                history.store = HistoryStore.open()
-            except HistoryUnavailable as exc:
-                history._turn_off(exc)
+            history.recorder.open_store()
         return history
 
     def begin(
@@ -59,32 +45,13 @@ class OneShotHistory:
     ) -> None:
         """Save the prompt (committed now) and an empty reply in state ``streaming`` that says
         what produces it (``settings``, the model and its device and precision in ``state``)."""
-        from mergechat.core.store.recorder import ReplyRecorder
-
-        store = self.store
-        if store is None:
-            return
-
-        def write() -> None:
-            self.conversation_id = store.new_conversation(model_path)
-            store.add_message(self.conversation_id, "user", prompt)
-            reply = store.add_message(self.conversation_id, "assistant", "", "streaming")
-            store.record_producer(
-                reply,
-                settings=settings,
-                model_path=state.path if state is not None else model_path,
-                device=state.device if state is not None else None,
-                dtype=state.dtype if state is not None else None,
-            )
-            self._recorder = ReplyRecorder(store, reply, self.interval_s)
-
-        self._guard(write)
+        self.recorder.set_model(model_path)
+        self.recorder.user_message(prompt)
+        self._reply = self.recorder.reply_started("new", settings, model=state)
 
     def progress(self, text: str) -> None:
-        """The reply's text so far; written at most once per ``interval_s``."""
-        recorder = self._recorder
-        if recorder is not None:
-            self._guard(lambda: recorder.update(text))
+        """The reply's text so far; written at most once per second."""
+        self.recorder.reply_progress(self._reply, text)
 
     def finished(
         self,
@@ -95,47 +62,24 @@ class OneShotHistory:
         model_path: str | os.PathLike[str],
     ) -> None:
         """Save the final reply with what produced it."""
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            state = _STATES.get(finish, "stopped")
-            self._guard(
-                lambda: recorder.finish(
-                    text, state, stats, settings, model_path=model_path, finish_reason=finish
-                )
-            )
+        self.recorder.reply_finished(self._reply, text, finish, stats, settings, model_path)
 
     def failed(self, partial: str, message: str) -> None:
         """Save a failed reply: its partial text and the error."""
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            self._guard(lambda: recorder.finish(partial, "failed", error=message))
+        self.recorder.reply_failed(self._reply, partial, message)
 
     def interrupted(self, text: str | None = None) -> None:
         """Save the reply as ``stopped`` (Ctrl+C not confirmed, SIGHUP, SIGTERM): ``text``, or
         the latest text given to `progress`."""
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            final = recorder.pending_text if text is None else text
-            self._guard(lambda: recorder.finish(final, "stopped", finish_reason="stopped"))
+        self.recorder.reply_interrupted(self._reply, text)
 
     def close(self) -> None:
         """Save an unfinished reply as stopped, then close the store. Safe to call twice."""
-        self.interrupted()
-        store, self.store = self.store, None
-        if store is not None:
-            store.close()
+        self.recorder.close()
 
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _guard(self, write: Callable[[], object]) -> None:
-        try:
-            write()
-        except HistoryUnavailable as exc:
-            self._turn_off(exc)
-
-    def _turn_off(self, exc: HistoryUnavailable) -> None:
-        store, self.store, self._recorder = self.store, None, None
-        if store is not None:
-            store.close()
+    def _turned_off(self, exc: HistoryUnavailable) -> None:
         stream = self.err or sys.stderr
-        stream.write(f"mergechat: warning: history is off: {' '.join(str(exc).split())}\n")
+        stream.write(
+            f"mergechat: warning: history is off: {escape_control(' '.join(str(exc).split()))}\n"
+        )
         stream.flush()

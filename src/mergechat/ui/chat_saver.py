@@ -1,4 +1,4 @@
-"""`ChatSaver`: the chat screen's link to the history: the reply in flight and what asked for it."""
+"""`ChatSaver`: the chat screen's link to its `ChatRecorder`: the reply in flight, its settings."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from pathlib import Path
 
 from mergechat.core.api import ChatMessage, ReplyFinished
 from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import Conversation as SavedConversation
+from mergechat.core.store.reply_writer import ReplyHandle
 from mergechat.core.streaming import ReplyStream
 from mergechat.ui.conversation import ReplyKind
-from mergechat.ui.history_recorder import ChatHistory, ReplyHandle
 
 
 @dataclass
 class _Recording:
-    """The reply being saved: its history handle, the settings it was asked with, its stream."""
+    """The reply being saved: its recorder handle, the settings it was asked with, its stream."""
 
     handle: ReplyHandle | None
     settings: GenerationSettings
@@ -23,13 +24,13 @@ class _Recording:
 
 
 class ChatSaver:
-    """Calls `ChatHistory` at each step of the chat; a no-op while history is off.
+    """Calls the `ChatRecorder` at each step of the chat; a no-op while history is off.
 
     The chat screen calls it only for the reply it is showing, so events of a reply that was
     cut off (new chat, another conversation opened) never reach the history.
     """
 
-    def __init__(self, history: ChatHistory) -> None:
+    def __init__(self, history: ChatRecorder) -> None:
         self.history = history
         self.model_path: Path | None = None
         self._current: _Recording | None = None

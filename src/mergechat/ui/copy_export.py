@@ -13,6 +13,7 @@ from mergechat.core.api import ChatMessage
 from mergechat.core.errors import MergechatError
 from mergechat.core.store.export import ExportFormat
 from mergechat.core.store.export_paths import free_path
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import Conversation
 from mergechat.ui.clipboard import (
     CopyMenu,
@@ -22,7 +23,6 @@ from mergechat.ui.clipboard import (
     last_reply,
     message_targets,
 )
-from mergechat.ui.history_recorder import ChatHistory
 
 _FORMAT_NAMES: dict[ExportFormat, str] = {"md": "Markdown", "json": "JSON"}
 
@@ -61,7 +61,7 @@ def open_copy_menu(app: App[Any], messages: Sequence[ChatMessage]) -> None:
     app.push_screen(CopyMenu(targets, "Copy which message"), message_chosen)
 
 
-def saved_conversation(app: App[Any], history: ChatHistory) -> Conversation | None:
+def saved_conversation(app: App[Any], history: ChatRecorder) -> Conversation | None:
     """The current conversation as stored (a streaming reply saved first); None with a notice."""
     store = history.store
     if store is None:
@@ -81,7 +81,7 @@ def saved_conversation(app: App[Any], history: ChatHistory) -> Conversation | No
 
 
 def export_conversation(
-    app: App[Any], history: ChatHistory, fmt: ExportFormat, path: Path | None = None
+    app: App[Any], history: ChatRecorder, fmt: ExportFormat, path: Path | None = None
 ) -> Path | None:
     """Write the conversation as ``fmt`` to ``path``; notify. Without ``path`` (or with a
     folder) it goes to a new file in the documents folder (or that folder): never over one."""
@@ -102,7 +102,7 @@ def export_conversation(
     return written
 
 
-def open_export_dialog(app: App[Any], history: ChatHistory) -> None:
+def open_export_dialog(app: App[Any], history: ChatRecorder) -> None:
     """Ask for the file (prefilled with a new Markdown file's name), then export there; a file
     that exists already is replaced only when the user says so."""
     conversation = saved_conversation(app, history)

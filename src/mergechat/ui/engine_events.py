@@ -23,7 +23,7 @@ from mergechat.core.api import (
     SwitchStarted,
 )
 from mergechat.ui.runtime import freeze_long_lived_objects
-from mergechat.ui.verdicts import faster_text
+from mergechat.ui.verdicts import device_id, faster_text
 
 if TYPE_CHECKING:
     from mergechat.ui.app import MergechatApp
@@ -103,7 +103,7 @@ class EngineEventRouter:
             self._conversation_opened = True
             app.app_history.startup_conversation(state.path)
         # Verdicts for the precision menu: probes are cached, so this is quick after the load.
-        app.engine.detect(state.path, state.device_id or "auto")
+        app.engine.detect(state.path, device_id(state.device))
 
     def _load_failed(self, event: LoadFailed) -> None:
         app, chat = self.app, self.app.chat

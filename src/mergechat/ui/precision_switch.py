@@ -95,7 +95,7 @@ class PrecisionSwitcher:
         if state is None:
             app.notify(NO_MODEL, severity="warning")
             return None
-        verdicts = precision_verdicts(app.capabilities, state.device_id, state)
+        verdicts = precision_verdicts(app.capabilities, state.device, state)
         screen = PrecisionScreen(
             state.dtype, verdicts, queued=self.queued, after_reply=self.streaming()
         )

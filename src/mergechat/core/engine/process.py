@@ -20,6 +20,7 @@ from mergechat.core.api import (
     EngineEvent,
     EngineNotice,
     EventSink,
+    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -46,7 +47,6 @@ from mergechat.core.engine.wire import (
     SwitchCommand,
 )
 from mergechat.core.settings import locations
-from mergechat.core.settings.generation import GenerationSettings
 
 
 class ProcessEngine:

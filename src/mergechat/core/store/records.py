@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from pathlib import Path
+from typing import Any, Final, Literal, TypedDict, get_args
 
-from mergechat.core.api import ChatMessage, Role
+from mergechat.core.api import ChatMessage, ReplyStats, Role
 from mergechat.core.errors import BadInputError, MergechatError
+from mergechat.core.model.target import looks_remote, url_text
 from mergechat.core.settings.generation import GenerationSettings
 
 MessageState = Literal["complete", "stopped", "failed", "streaming"]
@@ -19,6 +22,16 @@ TITLE_MAX: Final = 60
 
 class HistoryUnavailable(MergechatError):
     """The history database cannot be used (locked, corrupt, unwritable); history is off."""
+
+
+class ReplyDetails(TypedDict, total=False):
+    """What produced a reply and how it ended: the optional fields of a reply's final write."""
+
+    stats: ReplyStats | None
+    settings: GenerationSettings | None
+    model_path: str | os.PathLike[str] | None
+    finish_reason: str | None
+    error: str | None
 
 
 class UnknownConversation(BadInputError):
@@ -113,3 +126,18 @@ def derive_title(first_user_text: str | None) -> str:
     if not text:
         return UNTITLED
     return text if len(text) <= TITLE_MAX else text[: TITLE_MAX - 1].rstrip() + "…"
+
+
+def normalize_model_path(model_path: str | os.PathLike[str] | None) -> str:
+    """The absolute form of a model path, so the same model matches however it was typed."""
+    if not model_path:
+        return ""
+    if looks_remote(model_path):
+        return url_text(model_path)  # a served model: its URL (and model id), as given
+    # A path is data: one that cannot exist here (a NUL, ~unknown-user, a name too long, a
+    # symlink loop) is kept in its absolute form instead of raising.
+    text = os.path.expanduser(os.fspath(model_path))
+    try:
+        return str(Path(text).resolve())
+    except (OSError, ValueError, RuntimeError):
+        return os.path.abspath(text)

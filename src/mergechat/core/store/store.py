@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mergechat.core.api import ReplyStats, Role
-from mergechat.core.model.target import model_key
+from mergechat.core.api import Role
 from mergechat.core.settings import locations
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.db import (
@@ -23,7 +23,6 @@ from mergechat.core.store.db import (
     unavailable,
 )
 from mergechat.core.store.reads import HistoryReads, check_id
-from mergechat.core.store.recorder import ReplyRecorder
 from mergechat.core.store.records import (
     MESSAGE_STATES,
     ROLES,
@@ -31,10 +30,15 @@ from mergechat.core.store.records import (
     ConversationSummary,
     HistoryUnavailable,
     MessageState,
+    ReplyDetails,
     StoredMessage,
     UnknownConversation,
+    normalize_model_path,
 )
 from mergechat.core.store.schema import LATEST_VERSION
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Conversation",
@@ -42,7 +46,6 @@ __all__ = [
     "HistoryStore",
     "HistoryUnavailable",
     "MessageState",
-    "ReplyRecorder",
     "StoredMessage",
     "UnknownConversation",
     "default_path",
@@ -99,7 +102,7 @@ class HistoryStore(HistoryReads):
             cur = conn.execute(
                 "INSERT INTO conversations (title, model_path, created, updated) "
                 "VALUES (NULL, ?, ?, ?)",
-                (model_key(model_path), now, now),
+                (normalize_model_path(model_path), now, now),
             )
             return int(cur.lastrowid or 0)
 
@@ -120,16 +123,7 @@ class HistoryStore(HistoryReads):
             return int(cur.lastrowid or 0)
 
     def update_reply(
-        self,
-        message_id: int,
-        text: str,
-        state: MessageState,
-        *,
-        stats: ReplyStats | None = None,
-        settings: GenerationSettings | None = None,
-        model_path: str | os.PathLike[str] | None = None,
-        finish_reason: str | None = None,
-        error: str | None = None,
+        self, message_id: int, text: str, state: MessageState, **details: Unpack[ReplyDetails]
     ) -> bool:
         """Set a message's text and state (and, when given, what produced it); commit.
 
@@ -138,6 +132,7 @@ class HistoryStore(HistoryReads):
         if state not in MESSAGE_STATES:
             raise ValueError(f"bad state {state!r}")
         values: dict[str, object] = {"text": text, "state": state}
+        stats = details.get("stats")
         if stats is not None:
             values.update(
                 device=stats.device,
@@ -150,10 +145,10 @@ class HistoryStore(HistoryReads):
                 context_used=stats.context_used,
                 context_max=stats.context_max,
             )
-        values.update(_producer(settings, model_path))
-        if finish_reason is not None:
-            values["finish_reason"] = finish_reason
-        if error is not None:
+        values.update(_producer(details.get("settings"), details.get("model_path")))
+        if (reason := details.get("finish_reason")) is not None:
+            values["finish_reason"] = reason
+        if (error := details.get("error")) is not None:
             values["error"] = error
         return self._update_message(message_id, values)
 
@@ -189,7 +184,7 @@ class HistoryStore(HistoryReads):
                 "INSERT INTO app_last_open (model_path, conversation_id, updated) VALUES (?,?,?) "
                 "ON CONFLICT(model_path) DO UPDATE SET conversation_id = excluded.conversation_id, "
                 "updated = excluded.updated",
-                (model_key(model_path), conv_id, time.time()),
+                (normalize_model_path(model_path), conv_id, time.time()),
             )
 
     def _update_message(self, message_id: int, values: dict[str, object]) -> bool:
@@ -301,5 +296,5 @@ def _producer(
     if settings is not None:
         values["params_json"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
     if model_path is not None:
-        values["model_path"] = model_key(model_path)
+        values["model_path"] = normalize_model_path(model_path)
     return values

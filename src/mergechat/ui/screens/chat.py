@@ -19,12 +19,12 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
 from mergechat.ui.engine_events import error_text
-from mergechat.ui.history_recorder import ChatHistory
 from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
 from mergechat.ui.widgets.conversation_view import ConversationView
 from mergechat.ui.widgets.key_footer import KeyFooter
@@ -56,7 +56,7 @@ class ChatScreen(Screen[None]):
         engine: EngineClient,
         settings: Callable[[], GenerationSettings],
         status: StatusInfo | None = None,
-        history: ChatHistory | None = None,
+        history: ChatRecorder | None = None,
     ) -> None:
         """``settings`` gives each request's generation settings; ``status`` is what the status
         bar shows in the first frame; ``history`` saves the chat (default: nothing is saved)."""
@@ -64,7 +64,7 @@ class ChatScreen(Screen[None]):
         self.engine = engine
         self._initial_status = status or StatusInfo()
         self._settings = settings
-        self.saver = ChatSaver(history or ChatHistory(None))
+        self.saver = ChatSaver(history or ChatRecorder(None))
         self.conversation = Conversation()
         self._reply: AssistantMessage | None = None
         #: Events of the reply in flight that arrived while its widgets were still mounting.
@@ -236,8 +236,8 @@ class ChatScreen(Screen[None]):
         self.run_worker(self._start(messages, kind, text), group="chat")
 
     async def _start(self, messages: list[ChatMessage], kind: ReplyKind, text: str) -> None:
-        # The engine is asked first, so the prompt's prefill runs while the widgets mount (which
-        # takes a noticeable time); its events wait in `_early` until the reply's widget exists.
+        # The engine is asked first, so the prompt's prefill runs while the widgets mount (that
+        # takes 70-200 ms); its events wait in `_early` until the reply's widget exists.
         settings = self._settings()
         self.saver.reply_started(kind, settings)
         try:

@@ -47,7 +47,7 @@ class SettingsResult:
 
 
 def _inspect_model(path: Path) -> ModelInfo:
-    from mergechat.core.detect.model_support import inspect_model
+    from mergechat.core.model.inspection import inspect_model
 
     return inspect_model(path)
 

@@ -1,4 +1,5 @@
-"""`ChatHistory`: the UI's recorder, with history on, off, failing, and interrupted by SIGHUP."""
+"""`ChatRecorder`: the recorder app and one-shot share, with history on, off, failing, and
+interrupted by SIGHUP."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from mergechat.core.api import ChatMessage, ReplyStats
 from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.store.recorder import ChatRecorder
+from mergechat.core.store.records import HistoryUnavailable
 from mergechat.core.store.store import HistoryStore
-from mergechat.ui.history_recorder import ChatHistory
 
 STATS = ReplyStats(5, 3, 0.2, 0.6, 10.0, 8, 512, "float32", "cpu")
 SETTINGS = GenerationSettings(temperature=0.0, max_new_tokens=3)
@@ -33,7 +35,7 @@ def _only_conversation(store: HistoryStore) -> list[tuple[str, str, str]]:
 
 
 def test_history_off_does_nothing() -> None:
-    history = ChatHistory(None)
+    history = ChatRecorder(None)
     history.start("/m")
     history.user_message("hi")
     handle = history.reply_started()
@@ -48,7 +50,7 @@ def test_history_off_does_nothing() -> None:
 
 
 def test_a_chat_is_saved_as_it_happens(store: HistoryStore, tmp_path: Path) -> None:
-    history = ChatHistory(store, interval_s=0.0)
+    history = ChatRecorder(store, interval_s=0.0)
     history.start(tmp_path / "model")
     assert store.list_conversations() == []  # created with its first message, not before
     history.user_message("first question")
@@ -71,7 +73,7 @@ def test_a_chat_is_saved_as_it_happens(store: HistoryStore, tmp_path: Path) -> N
 
 
 def test_progress_is_throttled(store: HistoryStore) -> None:
-    history = ChatHistory(store, interval_s=60.0)
+    history = ChatRecorder(store, interval_s=60.0)
     history.start("/m")
     history.user_message("q")
     handle = history.reply_started()
@@ -85,7 +87,7 @@ def test_progress_is_throttled(store: HistoryStore) -> None:
 
 
 def test_resume_regenerate_and_continue(store: HistoryStore) -> None:
-    history = ChatHistory(store, interval_s=0.0)
+    history = ChatRecorder(store, interval_s=0.0)
     history.start("/m")
     history.user_message("q1")
     history.reply_failed(history.reply_started(), "oops", "engine error")
@@ -96,7 +98,7 @@ def test_resume_regenerate_and_continue(store: HistoryStore) -> None:
     # The failed reply was replaced by its regeneration.
     assert [t for _, t, _ in _only_conversation(store)] == ["q1", "a1", "q2", "a2 cut"]
 
-    again = ChatHistory(store, interval_s=0.0)
+    again = ChatRecorder(store, interval_s=0.0)
     assert again.resume_last("/other") == []
     assert again.resume_last("/m") == [
         ChatMessage("user", "q1"),
@@ -126,15 +128,15 @@ def test_resume_regenerate_and_continue(store: HistoryStore) -> None:
 
 
 def test_failed_replies_are_not_context_when_resuming(store: HistoryStore) -> None:
-    history = ChatHistory(store)
+    history = ChatRecorder(store)
     history.start("/m")
     history.user_message("q1")
     history.reply_failed(history.reply_started(), "partial", "out of memory")
-    assert ChatHistory(store).resume(history.conversation_id or 0) == [ChatMessage("user", "q1")]
+    assert ChatRecorder(store).resume(history.conversation_id or 0) == [ChatMessage("user", "q1")]
 
 
 def test_deleted_conversation_continues_in_a_new_one(store: HistoryStore) -> None:
-    history = ChatHistory(store)
+    history = ChatRecorder(store)
     history.start("/m")
     history.user_message("q1")
     old = history.conversation_id
@@ -146,25 +148,25 @@ def test_deleted_conversation_continues_in_a_new_one(store: HistoryStore) -> Non
 
 
 def test_first_failure_turns_history_off_with_one_notice(store: HistoryStore) -> None:
-    notices: list[str] = []
-    history = ChatHistory(store, notices.append)
+    turned_off: list[HistoryUnavailable] = []
+    history = ChatRecorder(store, turned_off.append)
     history.start("/m")
     history.user_message("saved")
     store.close()  # e.g. the disk went away
     history.user_message("not saved")
     assert not history.enabled
-    assert len(notices) == 1 and notices[0].startswith("History is off:")
+    assert len(turned_off) == 1 and "closed" in str(turned_off[0])
     assert history.reply_started() is None
     history.user_message("still fine")
-    assert len(notices) == 1
+    assert len(turned_off) == 1
 
 
 _SSH_SESSION = r"""
 import signal, sys, time
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.store import HistoryStore
-from mergechat.ui.history_recorder import ChatHistory
 
-history = ChatHistory(HistoryStore.open(sys.argv[1]), interval_s=1.0)
+history = ChatRecorder(HistoryStore.open(sys.argv[1]), interval_s=1.0)
 history.start("/models/tiny")
 history.user_message("hello over ssh")
 handle = history.reply_started()

@@ -1,4 +1,4 @@
-"""`HistorySession`: which saved conversation the chat writes to, held against other processes."""
+"""`HistorySession`: which conversation a chat writes to, and the guard that turns history off."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mergechat.core.store.records import Conversation, HistoryUnavailable, Unkno
 
 if TYPE_CHECKING:
     from mergechat.core.store.lock import ConversationLocks
+    from mergechat.core.store.reply_writer import ReplyHandle
     from mergechat.core.store.store import HistoryStore
 
 ModelPath = str | os.PathLike[str] | None
@@ -19,40 +20,61 @@ ModelPath = str | os.PathLike[str] | None
 class HistorySession:
     """Which conversation the chat writes to; with no store (history off) it does nothing.
 
-    The first failing write turns history off: the store is closed, ``on_error`` gets one notice
-    for the user, and the chat goes on unsaved. With ``locks``, a conversation another mergechat
-    has open is never written here (``on_notice`` says so). Each model's open conversation is
-    noted, for the next start to reopen. UI thread only.
+    The first failing write turns history off: the store is closed, ``on_off`` hears why once,
+    and the chat goes on unsaved. With ``locks``, a conversation another mergechat has open is
+    never written here (``on_notice`` says so). With ``remember_open`` each model's open
+    conversation is noted, for the app's next start to reopen. One thread only.
     """
 
     def __init__(
         self,
-        store: HistoryStore | None,
-        on_error: Callable[[str], None] | None = None,
+        store: HistoryStore | None = None,
+        on_off: Callable[[HistoryUnavailable], None] | None = None,
         *,
         interval_s: float = 1.0,
         locks: ConversationLocks | None = None,
         on_notice: Callable[[str], None] | None = None,
         model_state: Callable[[], ModelState | None] | None = None,
+        remember_open: bool = True,
     ) -> None:
-        """Record into ``store``; ``on_error`` gets the "History is off: ..." notice;
+        """Record into ``store``, writing a streaming reply at most once per ``interval_s``;
         ``model_state`` tells which device and precision produce each reply."""
         self.store = store
-        self.on_error = on_error
         self.interval_s = interval_s
         self.locks = locks
-        self.on_notice = on_notice
+        #: Told why history turned off (once), and why a held conversation was not continued.
+        self.on_off, self.on_notice = on_off, on_notice
         self.model_state = model_state
+        self.remember_open = remember_open
         self.conversation_id: int | None = None
         #: The conversation last opened with `resume` (to show its replies with their stats).
         self.conversation: Conversation | None = None
         self._model_path: ModelPath = None
         self._last_reply_id: int | None = None
+        #: The replies being written (saved as stopped when the chat ends).
+        self._replies: list[ReplyHandle] = []
 
     @property
     def enabled(self) -> bool:
         """True while messages are being saved."""
         return self.store is not None
+
+    def open_store(self, *, hold_conversations: bool = False) -> None:
+        """Open the default store; with ``hold_conversations`` also lock what this chat writes.
+
+        A store that cannot be used turns history off (``on_off`` hears why).
+        """
+        from mergechat.core.store.store import HistoryStore
+
+        try:
+            self.store = store = HistoryStore.open()
+        except HistoryUnavailable as exc:
+            self._report(exc)
+            return
+        if hold_conversations:
+            from mergechat.core.store.lock import ConversationLocks
+
+            self.locks = ConversationLocks.beside(store.path)
 
     # -- conversations ----------------------------------------------------------------------------
     def start(self, model_path: ModelPath) -> None:
@@ -149,7 +171,7 @@ class HistorySession:
 
     def _note_open(self) -> None:
         store, model = self.store, self._model_path
-        if store is not None and model:
+        if store is not None and model and self.remember_open:
             conv_id = self.conversation_id
             self._guard(lambda: store.set_last_opened_in_app(model, conv_id))
 
@@ -158,6 +180,7 @@ class HistorySession:
             self.on_notice(text)
 
     def _guard(self, write: Callable[[], object]) -> None:
+        """Run ``write``; a failure turns history off instead of reaching the chat."""
         try:
             write()
         except HistoryUnavailable as exc:
@@ -165,10 +188,14 @@ class HistorySession:
 
     def _turn_off(self, exc: HistoryUnavailable) -> None:
         store, self.store = self.store, None
+        self._replies.clear()
         if store is None:
             return  # already off (an outer write failing after a nested one did)
         if self.locks is not None:
             self.locks.release_all()
         store.close()
-        if self.on_error is not None:
-            self.on_error(f"History is off: {exc}")
+        self._report(exc)
+
+    def _report(self, exc: HistoryUnavailable) -> None:
+        if self.on_off is not None:
+            self.on_off(exc)
