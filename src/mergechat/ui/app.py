@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 # Textual reads its frame-rate cap when it is first imported. At 120 fps a keypress waits half as
-# long for the next screen update while a reply streams (keypress-to-screen p50 17 -> 9 ms,
-# p95 56 -> 40 ms measured with bench/input_latency.py). A user's own TEXTUAL_FPS wins.
+# long for the next screen update while a reply streams (BENCHMARKS.md). A user's own TEXTUAL_FPS
+# wins.
 os.environ.setdefault("TEXTUAL_FPS", "120")
 
 from dataclasses import replace
@@ -42,10 +42,12 @@ from mergechat.ui.commands import MergechatCommands
 from mergechat.ui.engine_events import EngineEventRouter
 from mergechat.ui.engine_proxy import DeferredEngine
 from mergechat.ui.messages import EngineEventMessage, EngineReady, EngineStartFailed
+from mergechat.ui.notices import show_settings_problems
 from mergechat.ui.options import AppOptions
 from mergechat.ui.precision_switch import PrecisionSwitcher
 from mergechat.ui.runtime import EngineFactory, freeze_long_lived_objects, real_engine
 from mergechat.ui.screens.chat import ChatScreen
+from mergechat.ui.session import Session
 from mergechat.ui.start_config import effective_config, load_request
 from mergechat.ui.themes import register_themes, resolve_theme_name
 from mergechat.ui.widgets.status_bar import StatusInfo
@@ -53,9 +55,6 @@ from mergechat.ui.widgets.status_bar import StatusInfo
 if TYPE_CHECKING:
     from mergechat.ui.screens.conversations import ConversationsScreen
     from mergechat.ui.screens.settings import SettingsResult
-
-#: Settings problems shown as notices at start-up; past this, one notice points to F1.
-_NOTICES = 4
 
 
 class MergechatApp(App[int]):
@@ -89,20 +88,20 @@ class MergechatApp(App[int]):
         #: Every settings problem found (notices show the first few; F1 lists them all).
         self.settings_problems = [*problems, *option_problems]
         self.engine = DeferredEngine()
-        self.model_state: ModelState | None = None
-        #: The load sent last, and the one that loaded the model in `model_state`.
-        self.pending_request: LoadRequest | None = None
-        self.loaded_request: LoadRequest | None = None
-        self._restoring = False
-        self.capabilities: CapabilitiesReady | None = None
         path = self.options.model_path
         # The first frame already says what is coming: the model's name and "loading".
         first = StatusInfo("loading", model=shown_model(path)) if path else StatusInfo("no model")
+        #: The phase, the model, the detector's results, the queued switch: one state object.
+        self.session = Session(phase=first.phase)
         self.app_history = AppHistory(self)
         #: Saves the chat as it goes (its store is opened once the first frame is shown).
         self.history = self.app_history.history
         self.chat = ChatScreen(
-            self.engine, lambda: self.config.generation, first, history=self.history
+            self.engine,
+            lambda: self.config.generation,
+            first,
+            history=self.history,
+            session=self.session,
         )
         self.chat.prompt_placeholder = prompt_placeholder(self.config.keymap)
         self._startup_theme = ""
@@ -119,6 +118,21 @@ class MergechatApp(App[int]):
     def get_default_screen(self) -> Screen[Any]:
         return self.chat
 
+    # The session's fields, read where the app was asked before (tests, benchmarks, history).
+    @property
+    def model_state(self) -> ModelState | None:
+        """The model loaded now (`Session.model_state`)."""
+        return self.session.model_state
+
+    @model_state.setter
+    def model_state(self, state: ModelState | None) -> None:
+        self.session.model_state = state
+
+    @property
+    def capabilities(self) -> CapabilitiesReady | None:
+        """The detector's latest results (`Session.capabilities`)."""
+        return self.session.capabilities
+
     # -- start-up ---------------------------------------------------------------------------------
     def on_mount(self) -> None:
         problems = register_themes(self)
@@ -129,20 +143,7 @@ class MergechatApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self.set_keymap(self.config.keymap)
         self.settings_problems += problems
-        self._show_problems(self.settings_problems)
-
-    def _show_problems(self, problems: list[str]) -> None:
-        # A few notices, then one pointing to F1: a screen full of toasts hides the chat.
-        shown = problems if len(problems) <= _NOTICES else problems[: _NOTICES - 1]
-        for text in shown:
-            self.notify(text, title="Settings", severity="warning", timeout=10, markup=False)
-        if len(shown) < len(problems):
-            self.notify(
-                f"{len(problems) - len(shown)} more settings problems: F1 lists them all",
-                title="Settings",
-                severity="warning",
-                timeout=15,
-            )
+        show_settings_problems(self, self.settings_problems)
 
     def on_ready(self) -> None:
         # The first frame is on screen, but Textual's footer fills in on the next one: start the
@@ -171,13 +172,11 @@ class MergechatApp(App[int]):
     def _check_keymap(self) -> None:
         problems = keymap_problems(self.config.keymap)
         self.settings_problems += problems
-        self._show_problems(problems)
+        show_settings_problems(self, problems)
 
     @work(thread=True, exclusive=True, group="engine-start", exit_on_error=False)
     def _build_engine(self) -> None:
-        # Off the UI thread and after the first frame: what the first reply will need.
-        from textual.widgets import Markdown  # noqa: F401
-
+        # Off the UI thread and after the first frame, so starting the engine never delays it.
         try:
             engine = self._engine_factory(self._sink)
             engine.start()
@@ -194,7 +193,7 @@ class MergechatApp(App[int]):
         self.engine.attach(message.engine)
 
     def on_engine_start_failed(self, message: EngineStartFailed) -> None:
-        self.chat.load_progress.hide()
+        self.chat.hide_load_progress()
         self.chat.set_phase("error")
         self.notify(
             message.message,
@@ -208,10 +207,10 @@ class MergechatApp(App[int]):
         if self.chat.conversation.busy:
             self.engine.cancel()
         self.switcher.drop("a model is loading")
-        self.pending_request, self._restoring = request, restore
+        self.session.pending_request, self.session.restoring = request, restore
         model = shown_model(request.path)
-        self.chat.set_phase("loading", progress=0.0, tokens_per_s=None, model=model)
-        self.chat.load_progress.show_progress("starting", 0.0, url_text(request.path))
+        detail = url_text(request.path)
+        self.chat.show_load_progress("starting", 0.0, detail, tokens_per_s=None, model=model)
         self.engine.load(request)
 
     def on_unmount(self) -> None:
@@ -227,8 +226,8 @@ class MergechatApp(App[int]):
 
         Tried once: when the failed load was itself such a restore, the app stays without a model.
         """
-        request, restoring = self.loaded_request, self._restoring
-        self._restoring = False
+        request, restoring = self.session.loaded_request, self.session.restoring
+        self.session.restoring = False
         if restoring or request is None:
             return False
         # In the precision it had (a switch may have changed it since it was loaded).
@@ -241,6 +240,10 @@ class MergechatApp(App[int]):
         recent = recent_models.remember(self.file_config.recent_models, state.path)
         self.file_config = replace(self.file_config, recent_models=recent)
         self.config = replace(self.config, recent_models=recent)
+
+    def open_startup_conversation(self, model_path: Path) -> None:
+        """After the first load: reopen the model's last conversation, or start a new one."""
+        self.app_history.startup_conversation(model_path)
 
     # -- actions ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -265,13 +268,16 @@ class MergechatApp(App[int]):
         """Open the settings screen; applying it reloads or switches as needed."""
         from mergechat.ui.screens.settings import SettingsScreen
 
+        # The devices and probes at once (a device missing here is caught on open); the
+        # model's assessment comes fresh once the screen's path has been inspected.
+        known = self.session.capabilities
         screen = SettingsScreen(
-            self.config, self.engine, self.model_state, config_path=self._config_path
+            self.config,
+            self.engine,
+            self.session.model_state,
+            config_path=self._config_path,
+            capabilities=CapabilitiesReady(known.capabilities) if known is not None else None,
         )
-        if self.capabilities is not None:
-            # The devices and probes at once (a device missing here is caught on open); the
-            # model's assessment comes fresh once the screen's path has been inspected.
-            screen.show_capabilities(CapabilitiesReady(self.capabilities.capabilities))
         self.push_screen(screen, self._on_settings_closed)
 
     def _on_settings_closed(self, result: SettingsResult | None) -> None:
@@ -289,8 +295,9 @@ class MergechatApp(App[int]):
 
     def action_precision(self) -> None:
         """Open the precision menu for the loaded model (during a reply: switch after it)."""
-        if self.model_state is not None and looks_remote(self.model_state.path):
-            help_text = precision_help(self.model_state.path)
+        state = self.session.model_state
+        if state is not None and looks_remote(state.path):
+            help_text = precision_help(state.path)
             self.notify(help_text, title="Precision", timeout=15, markup=False)
             return
         menu = self.switcher.menu()

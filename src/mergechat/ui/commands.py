@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from mergechat.core.dtypes import DTYPES
-
-if TYPE_CHECKING:
-    from mergechat.ui.app import MergechatApp
+from mergechat.ui.protocols import PaletteHost
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class PaletteCommand:
     callback: Callable[[], Any]
 
 
-def palette_commands(app: MergechatApp) -> list[PaletteCommand]:
+def palette_commands(app: PaletteHost) -> list[PaletteCommand]:
     """Every action the palette offers, in discovery order."""
     chat = app.chat
     commands = [
@@ -94,7 +92,7 @@ class MergechatCommands(Provider):
     """Offers `palette_commands`; fuzzy-matched on the command name."""
 
     def _commands(self) -> list[PaletteCommand]:
-        return palette_commands(cast("MergechatApp", self.app))
+        return palette_commands(cast(PaletteHost, self.app))
 
     async def discover(self) -> Hits:
         for command in self._commands():

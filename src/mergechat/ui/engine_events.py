@@ -1,10 +1,13 @@
-"""`EngineEventRouter`: the one place where engine events change the app and its screens."""
+"""`EngineEventRouter`: the one place where engine events change the session and the screens.
+
+It writes the `Session` and tells the chat screen what changed through `ChatPort`; open screens
+get the detector's results as a `CapabilitiesChanged` message.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from mergechat.core.api import (
     CapabilitiesReady,
@@ -22,11 +25,10 @@ from mergechat.core.api import (
     SwitchFinished,
     SwitchStarted,
 )
+from mergechat.ui.messages import CapabilitiesChanged
+from mergechat.ui.protocols import EventHost
 from mergechat.ui.runtime import freeze_long_lived_objects
-from mergechat.ui.verdicts import device_id, faster_text
-
-if TYPE_CHECKING:
-    from mergechat.ui.app import MergechatApp
+from mergechat.ui.verdicts import faster_text
 
 _SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
     "info": "information",
@@ -41,14 +43,15 @@ def error_text(message: str, hint: str | None) -> str:
 
 
 class EngineEventRouter:
-    """Applies each `EngineEvent` to the app: status bar, chat, notifications, open screens.
+    """Applies each `EngineEvent`: the session, the status bar, the chat, notices, open screens.
 
     Runs on the UI thread (the app calls `dispatch` from its message handler); every handler is
     quick and synchronous so keys are never queued behind a long render.
     """
 
-    def __init__(self, app: MergechatApp) -> None:
+    def __init__(self, app: EventHost) -> None:
         self.app = app
+        self.session = app.session
         self._frozen_after_reply = False
         self._conversation_opened = False
         chat = app.chat
@@ -74,19 +77,15 @@ class EngineEventRouter:
             handler(event)
 
     def _load_progress(self, event: LoadProgress) -> None:
-        chat = self.app.chat
-        chat.set_phase("loading", progress=event.fraction)
-        chat.load_progress.show_progress(event.stage, event.fraction, event.detail)
+        self.app.chat.show_load_progress(event.stage, event.fraction, event.detail)
 
     def _model_loaded(self, event: ModelLoaded) -> None:
-        app, chat, state = self.app, self.app.chat, event.state
+        app, session, state = self.app, self.session, event.state
         # torch and transformers are imported now: keep their objects out of later GC passes.
         freeze_long_lived_objects()
-        app.model_state, app.loaded_request = state, app.pending_request
-        chat.load_progress.hide()
-        info = chat.status.info.with_model(state)
-        chat.status.set_info(replace(info, tokens_per_s=None, context_used=0))
-        chat.set_phase("ready")
+        session.model_state, session.loaded_request = state, session.pending_request
+        app.chat.hide_load_progress()
+        app.chat.show_model(state, new=True)
         # Engine texts quote paths and library errors: never parse them as markup.
         app.notify(
             f"{state.name}: {state.dtype} on {state.device}. {state.reason}".strip(),
@@ -97,36 +96,27 @@ class EngineEventRouter:
             app.notify(warning, severity="warning", timeout=10, markup=False)
         self._say_faster(state)
         app.remember_loaded_model(state)
-        chat.use_model(state.path)
+        app.chat.use_model(state.path)
         if not self._conversation_opened:
             # Only the first model: a later load keeps the conversation on screen.
             self._conversation_opened = True
-            app.app_history.startup_conversation(state.path)
+            app.open_startup_conversation(state.path)
         # Verdicts for the precision menu: probes are cached, so this is quick after the load.
-        app.engine.detect(state.path, device_id(state.device))
+        app.engine.detect(state.path, state.device_id or "auto")
 
     def _load_failed(self, event: LoadFailed) -> None:
-        app, chat = self.app, self.app.chat
-        chat.load_progress.hide()
-        previous, app.model_state = app.model_state, event.state
+        app, session = self.app, self.session
+        app.chat.hide_load_progress()
+        previous, session.model_state = session.model_state, event.state
         text = error_text(event.message, event.hint)
         if event.state is not None:
-            chat.status.set_info(chat.status.info.with_model(event.state))
-            chat.set_phase("ready")
+            app.chat.show_model(event.state)
         else:
-            chat.set_phase(
-                "error",
-                model="",
-                device="",
-                dtype="",
-                merge_method=None,
-                context_max=None,
-                fallback_template=False,
-            )
+            app.chat.show_no_model()
             # The engine let the previous model go before the failure: bring it back.
             if previous is not None and app.restore_model(previous):
                 text += f"\nLoading {previous.name} again."
-        if app.capabilities is None:
+        if session.capabilities is None:
             # Which devices exist, for the settings screen the user will open to fix this.
             app.engine.detect(None, "auto")
         app.notify(text, title="Load failed", severity="error", timeout=30, markup=False)
@@ -141,14 +131,12 @@ class EngineEventRouter:
         self.app.chat.set_phase("switching")
 
     def _switch_finished(self, event: SwitchFinished) -> None:
-        app, chat = self.app, self.app.chat
-        app.model_state = event.state
-        chat.status.set_info(chat.status.info.with_model(event.state))
-        chat.set_phase("ready")
+        self.session.model_state = event.state
+        self.app.chat.show_model(event.state)
         text = f"Now {event.state.dtype} ({event.method}, {event.seconds:.2f} s)."
         if event.fidelity is not None:
             text += f"\n{event.fidelity.summary()}"
-        app.notify(text, title="Precision switched", timeout=15, markup=False)
+        self.app.notify(text, title="Precision switched", timeout=15, markup=False)
         self._say_faster(event.state)
 
     def _say_faster(self, state: ModelState) -> None:
@@ -162,23 +150,22 @@ class EngineEventRouter:
             self.app.notify(text, title="Faster precision", timeout=20, markup=False)
 
     def _switch_failed(self, event: SwitchFailed) -> None:
-        app, chat = self.app, self.app.chat
+        app, session = self.app, self.session
         if event.state is not None:
-            app.model_state = event.state
-            chat.status.set_info(chat.status.info.with_model(event.state))
-        chat.set_phase("ready" if app.model_state is not None else "error")
+            session.model_state = event.state
+            app.chat.show_model(event.state)
+        else:
+            app.chat.set_phase("ready" if session.model_state is not None else "error")
         text = error_text(event.message, event.hint)
         app.notify(
             text, title="Precision switch failed", severity="error", timeout=30, markup=False
         )
 
     def _capabilities(self, event: CapabilitiesReady) -> None:
-        self.app.capabilities = event
+        self.session.capabilities = event
         # The settings screen shows verdicts; it takes every result while it is open.
         for screen in self.app.screen_stack:
-            show = getattr(screen, "show_capabilities", None)
-            if callable(show):
-                show(event)
+            screen.post_message(CapabilitiesChanged(event))
 
     def _notice(self, event: EngineNotice) -> None:
         severity = _SEVERITY.get(event.level, "warning")
@@ -186,18 +173,10 @@ class EngineEventRouter:
 
     def _engine_crashed(self, event: EngineCrashed) -> None:
         """The engine process died: no model now, the chat stays, F2 loads one again."""
-        app, chat = self.app, self.app.chat
-        app.model_state = app.loaded_request = None
-        chat.load_progress.hide()
-        chat.set_phase(
-            "error",
-            model="",
-            device="",
-            dtype="",
-            merge_method=None,
-            context_max=None,
-            fallback_template=False,
-        )
+        app, session = self.app, self.session
+        session.model_state = session.loaded_request = None
+        app.chat.hide_load_progress()
+        app.chat.show_no_model()
         key = app.config.keymap.get("settings", "f2").split(",")[0].strip().upper()
         text = f"{event.message}\nThe chat is kept: press {key} to load a model again."
         if event.log:

@@ -1,10 +1,11 @@
-"""Textual messages that carry engine events and engine start-up results onto the UI thread."""
+"""Textual messages that carry engine events and engine start-up results onto the UI thread,
+and the detector's results on to the open screens."""
 
 from __future__ import annotations
 
 from textual.message import Message
 
-from mergechat.core.api import EngineClient, EngineEvent
+from mergechat.core.api import CapabilitiesReady, EngineClient, EngineEvent
 
 
 class EngineEventMessage(Message):
@@ -29,3 +30,11 @@ class EngineStartFailed(Message):
     def __init__(self, message: str) -> None:
         super().__init__()
         self.message = message
+
+
+class CapabilitiesChanged(Message, bubble=False):
+    """The detector answered; sent to every open screen (the settings screen shows it)."""
+
+    def __init__(self, event: CapabilitiesReady) -> None:
+        super().__init__()
+        self.event = event

@@ -1,6 +1,7 @@
 """`PrecisionSwitcher`: a switch asked for while a reply streams waits for it instead of failing.
 
-The one queued switch lives here (not in widgets); the status bar and the precision menu show it.
+The one queued switch lives in the `Session` (not in widgets); the status bar and the precision
+menu show it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mergechat.core.api import CapabilitiesReady, EngineClient, ModelState
+from mergechat.core.api import EngineClient
 from mergechat.core.dtypes import DType
 from mergechat.ui.conversation import Conversation
+from mergechat.ui.session import Phase, Session
 from mergechat.ui.verdicts import precision_verdicts
-from mergechat.ui.widgets.status_bar import Phase, StatusBar
 
 if TYPE_CHECKING:
     from mergechat.ui.screens.precision import PrecisionScreen
@@ -24,11 +25,8 @@ class SwitchChat(Protocol):
 
     @property
     def conversation(self) -> Conversation: ...
-    @property
-    def phase(self) -> Phase: ...
-    @property
-    def status(self) -> StatusBar: ...
     def set_phase(self, phase: Phase, **changes: Any) -> None: ...
+    def show_queued(self, dtype: str | None) -> None: ...
 
 
 class SwitchHost(Protocol):
@@ -37,9 +35,7 @@ class SwitchHost(Protocol):
     @property
     def chat(self) -> SwitchChat: ...
     @property
-    def model_state(self) -> ModelState | None: ...
-    @property
-    def capabilities(self) -> CapabilitiesReady | None: ...
+    def session(self) -> Session: ...
     @property
     def engine(self) -> EngineClient: ...
     def notify(self, message: str, *, title: str = "", **kwargs: Any) -> None: ...
@@ -58,30 +54,33 @@ class PrecisionSwitcher:
 
     def __init__(self, app: SwitchHost) -> None:
         self.app = app
-        #: The precision to switch to when the streaming reply ends (None: nothing queued).
-        self.queued: DType | None = None
+        self.session = app.session
         # Every way a reply ends goes through the conversation, also events held while its
         # widgets were mounting and a reply dropped by a new chat.
         app.chat.conversation.on_reply_end = self._reply_ended
 
+    @property
+    def queued(self) -> DType | None:
+        """The precision to switch to when the streaming reply ends (None: nothing queued)."""
+        return self.session.queued_dtype
+
     def streaming(self) -> bool:
         """True while a reply is asked for or streaming: a switch now waits for it."""
-        chat = self.app.chat
-        return chat.conversation.busy or chat.phase == "generating"
+        return self.app.chat.conversation.busy or self.session.phase == "generating"
 
     def request(self, dtype: DType) -> None:
         """Switch the loaded model to ``dtype`` now, or after the reply that is streaming."""
-        app, chat, state = self.app, self.app.chat, self.app.model_state
+        app, phase, state = self.app, self.session.phase, self.session.model_state
         if state is None:
             app.notify(NO_MODEL, severity="warning")
         elif self.streaming():
             self._queue(dtype, state.dtype)
-        elif chat.phase != "ready":
-            app.notify(f"Cannot switch while {chat.phase}.", severity="warning")
+        elif phase != "ready":
+            app.notify(f"Cannot switch while {phase}.", severity="warning")
         elif dtype == state.dtype:
             app.notify(f"The weights are already {dtype}.")
         else:
-            chat.set_phase("switching")
+            app.chat.set_phase("switching")
             app.engine.switch_dtype(dtype)
 
     def menu(self) -> tuple[PrecisionScreen, Callable[[DType | None], None]] | None:
@@ -91,11 +90,11 @@ class PrecisionSwitcher:
         """
         from mergechat.ui.screens.precision import PrecisionScreen
 
-        app, state = self.app, self.app.model_state
+        app, state = self.app, self.session.model_state
         if state is None:
             app.notify(NO_MODEL, severity="warning")
             return None
-        verdicts = precision_verdicts(app.capabilities, state.device, state)
+        verdicts = precision_verdicts(self.session.capabilities, state.device_id, state)
         screen = PrecisionScreen(
             state.dtype, verdicts, queued=self.queued, after_reply=self.streaming()
         )
@@ -103,7 +102,7 @@ class PrecisionSwitcher:
 
     def cancel(self) -> None:
         """Forget the queued switch and say so (the weights keep their precision)."""
-        dtype, state = self.queued, self.app.model_state
+        dtype, state = self.queued, self.session.model_state
         if dtype is None:
             return
         self._set(None)
@@ -141,8 +140,8 @@ class PrecisionSwitcher:
             self.app.notify(f"Switching to {dtype} after this reply{instead}.")
 
     def _set(self, dtype: DType | None) -> None:
-        self.queued = dtype
-        self.app.chat.status.update_info(queued_dtype=dtype or "")
+        self.session.queued_dtype = dtype
+        self.app.chat.show_queued(dtype)
 
     def _reply_ended(self) -> None:
         if self.queued is not None:
@@ -153,7 +152,7 @@ class PrecisionSwitcher:
         dtype = self.queued
         if dtype is None or self.streaming():
             return  # cancelled meanwhile, or a new reply started: it runs after that one
-        if self.app.model_state is None:
+        if self.session.model_state is None:
             self.drop("the reply's failure left no model loaded")
             return
         self._set(None)

@@ -1,8 +1,12 @@
-"""`ChatScreen`: conversation, prompt, load progress and status bar; sends, stops, retries."""
+"""`ChatScreen`: conversation, prompt, load progress and status bar; sends, stops, retries.
+
+Whether a prompt may be sent is the `Session`'s phase; replies run through `ReplyFlow`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -14,40 +18,42 @@ from textual.screen import Screen
 from mergechat.core.api import (
     ChatMessage,
     EngineClient,
+    ModelState,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
 )
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
-from mergechat.ui.engine_events import error_text
-from mergechat.ui.widgets.assistant_message import AssistantMessage, format_footer
+from mergechat.ui.history_recorder import ChatHistory
+from mergechat.ui.screens.chat_replies import ReplyFlow
+from mergechat.ui.session import Phase, Session
+from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import ConversationView
 from mergechat.ui.widgets.key_footer import KeyFooter
 from mergechat.ui.widgets.load_progress import LoadProgress
 from mergechat.ui.widgets.prompt_input import PromptInput
-from mergechat.ui.widgets.status_bar import Phase, StatusBar, StatusInfo
+from mergechat.ui.widgets.status_bar import StatusBar, StatusInfo
 
 if TYPE_CHECKING:
     from mergechat.core.store.export import ExportFormat
 
-#: Why a prompt cannot be sent in each non-ready phase (the text stays in the input).
-_NOT_READY: dict[Phase, str] = {
-    "starting": "The model is still loading; your text stays in the input.",
-    "loading": "The model is still loading; your text stays in the input.",
-    "switching": "Precision is being switched; send again in a moment.",
-    "generating": "A reply is streaming; press Esc to stop it first.",
-    "no model": "No model is loaded: press F2 to choose one.",
-    "error": "No model is loaded: press F2 to choose one.",
+#: The status fields that describe a model, cleared when none is loaded.
+_NO_MODEL: dict[str, Any] = {
+    "model": "",
+    "device": "",
+    "dtype": "",
+    "merge_method": None,
+    "context_max": None,
+    "fallback_template": False,
 }
 
 
 class ChatScreen(Screen[None]):
-    """The main screen. The app routes reply events here (`reply_started` and friends)."""
+    """The main screen. The engine-event router tells it what changed (`ChatPort`)."""
 
     BINDINGS: ClassVar[list[BindingType]] = list(CHAT_BINDINGS)
 
@@ -56,20 +62,19 @@ class ChatScreen(Screen[None]):
         engine: EngineClient,
         settings: Callable[[], GenerationSettings],
         status: StatusInfo | None = None,
-        history: ChatRecorder | None = None,
+        history: ChatHistory | None = None,
+        session: Session | None = None,
     ) -> None:
         """``settings`` gives each request's generation settings; ``status`` is what the status
-        bar shows in the first frame; ``history`` saves the chat (default: nothing is saved)."""
+        bar shows in the first frame; ``history`` saves the chat (default: nothing is saved);
+        ``session`` is the app's state (default: one of its own, in the status's phase)."""
         super().__init__()
         self.engine = engine
         self._initial_status = status or StatusInfo()
-        self._settings = settings
-        self.saver = ChatSaver(history or ChatRecorder(None))
+        self.session = session or Session(phase=self._initial_status.phase)
+        self.saver = ChatSaver(history or ChatHistory(None))
         self.conversation = Conversation()
-        self._reply: AssistantMessage | None = None
-        #: Events of the reply in flight that arrived while its widgets were still mounting.
-        self._early: list[ReplyStarted | ReplyFinished | ReplyFailed] | None = None
-        self._prompt_tokens = 0
+        self.replies = ReplyFlow(self, settings)
         #: The prompt's hint; the app puts the keymap's send key in it.
         self.prompt_placeholder = "Message (Enter sends, ctrl+j newline)"
 
@@ -106,13 +111,44 @@ class ChatScreen(Screen[None]):
 
     @property
     def phase(self) -> Phase:
-        """The state shown in the status bar; it decides what may be sent."""
-        return self.status.info.phase
+        """The session's phase (the status bar shows it); it decides what may be sent."""
+        return self.session.phase
 
     def set_phase(self, phase: Phase, **changes: Any) -> None:
         """Set the phase (and other status fields) and refresh which keys are active."""
+        self.session.phase = phase
         self.status.update_info(phase=phase, **changes)
         self.refresh_bindings()
+
+    def update_status(self, **changes: Any) -> None:
+        """Replace some status bar fields (never the phase: `set_phase` does that)."""
+        self.status.update_info(**changes)
+
+    # -- what engine events change (the router calls these) ---------------------------------------
+    def show_load_progress(self, stage: str, fraction: float, detail: str, **changes: Any) -> None:
+        """A load step: the phase, its percentage and the progress line."""
+        self.set_phase("loading", progress=fraction, **changes)
+        self.load_progress.show_progress(stage, fraction, detail)
+
+    def hide_load_progress(self) -> None:
+        """The load ended (loaded, failed or the engine went away)."""
+        self.load_progress.hide()
+
+    def show_model(self, state: ModelState, *, new: bool = False) -> None:
+        """``state`` is the model now, ready to chat (``new``: just loaded, no figures yet)."""
+        info = self.status.info.with_model(state)
+        if new:
+            info = replace(info, tokens_per_s=None, context_used=0)
+        self.status.set_info(info)
+        self.set_phase("ready")
+
+    def show_no_model(self) -> None:
+        """No model is loaded: the error phase, the model's fields cleared."""
+        self.set_phase("error", **_NO_MODEL)
+
+    def show_queued(self, dtype: str | None) -> None:
+        """The precision a switch waits to bring after the streaming reply (None: none)."""
+        self.update_status(queued_dtype=dtype or "")
 
     # -- bindings ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -133,8 +169,8 @@ class ChatScreen(Screen[None]):
         text = self.prompt.text
         if not text.strip():
             return
-        if self.phase != "ready":
-            self.notify(_NOT_READY.get(self.phase, "Not ready."), severity="warning")
+        if not self.session.ready:
+            self.notify(self.session.not_ready_text(), severity="warning")
             return
         self.prompt.accept()
         messages = self.conversation.add_user(text)
@@ -146,8 +182,7 @@ class ChatScreen(Screen[None]):
         if not self.conversation.busy:
             return
         self.engine.cancel()
-        if self._reply is not None:
-            self._reply.set_footer("stopping…")
+        self.replies.stopping()
 
     def action_interrupt(self) -> None:
         """ctrl+c: stop a streaming reply; otherwise copy a selection or say how to quit."""
@@ -160,14 +195,14 @@ class ChatScreen(Screen[None]):
 
     def action_regenerate(self) -> None:
         """Drop the last reply and ask for a new one."""
-        if not self.conversation.can_regenerate or self.phase != "ready":
+        if not self.conversation.can_regenerate or not self.session.ready:
             self.notify("Nothing to regenerate right now.", severity="warning")
             return
         self._launch(self.conversation.drop_last_reply(), "regenerate")
 
     def action_continue_reply(self) -> None:
         """Continue the last reply where it was cut off (max_new_tokens or a stop)."""
-        if not self.conversation.can_continue or self.phase != "ready":
+        if not self.conversation.can_continue or not self.session.ready:
             self.notify("The last reply is complete; nothing to continue.", severity="warning")
             return
         self._launch(list(self.conversation.messages), "continue")
@@ -178,7 +213,7 @@ class ChatScreen(Screen[None]):
             self.engine.cancel()
         self.saver.new_chat()  # a reply cut off here is saved as stopped
         self.conversation.clear()
-        self._reply = None
+        self.replies.reply = None
         self.run_worker(self.view.clear(), group="chat")
         phase: Phase = "ready" if self.phase == "generating" else self.phase
         self.set_phase(phase, tokens_per_s=None, context_used=0)
@@ -225,7 +260,7 @@ class ChatScreen(Screen[None]):
         self.conversation.clear()
         self.conversation.messages.extend(messages)
         self.conversation.last_finish = resumed_finish(saved) if saved is not None else None
-        self._reply = None
+        self.replies.reply = None
         show_transcript(self.view, saved)
         phase: Phase = "ready" if self.phase == "generating" else self.phase
         self.set_phase(phase, tokens_per_s=None, context_used=saved.context_used() if saved else 0)
@@ -233,121 +268,21 @@ class ChatScreen(Screen[None]):
     def _launch(self, messages: list[ChatMessage], kind: ReplyKind, text: str = "") -> None:
         # "generating" at once, so a second Enter is refused while the messages mount.
         self.set_phase("generating", tokens_per_s=None)
-        self.run_worker(self._start(messages, kind, text), group="chat")
+        self.run_worker(self.replies.start(messages, kind, text), group="chat")
 
-    async def _start(self, messages: list[ChatMessage], kind: ReplyKind, text: str) -> None:
-        # The engine is asked first, so the prompt's prefill runs while the widgets mount (that
-        # takes 70-200 ms); its events wait in `_early` until the reply's widget exists.
-        settings = self._settings()
-        self.saver.reply_started(kind, settings)
-        try:
-            request_id = self.engine.generate(messages, settings, continue_last=kind == "continue")
-        except Exception as error:  # the engine refused the request: say so, stay usable
-            await self._mount_reply(kind, text)
-            self.saver.failed("", str(error))
-            if self._reply is not None:
-                await self._reply.fail(str(error))
-            self._reply = None
-            self.set_phase("ready")
-            self.notify(
-                str(error), title="Could not start the reply", severity="error", markup=False
-            )
-            return
-        self.conversation.begin(request_id, kind)
-        self.refresh_bindings()
-        self._early = []
-        try:
-            await self._mount_reply(kind, text)
-        finally:
-            early, self._early = self._early, None
-        if self._reply is not None and self.conversation.is_current(request_id):
-            self._reply.set_footer("waiting for the model…")
-        for event in early:
-            self._on_reply_event(event)
-        self.view.scroll_end(animate=False)
-
-    async def _mount_reply(self, kind: ReplyKind, text: str) -> None:
-        """Show the user's message (a new turn) and the reply's widget, as ``self._reply``."""
-        view = self.view
-        if kind == "new":
-            await view.add_user(text)
-        last = view.last_assistant()
-        if kind == "regenerate" and last is not None:
-            await last.remove()
-        if kind == "continue" and last is not None:
-            self._reply = last
-        else:
-            self._reply = await view.add_assistant()
-
-    def _on_reply_event(self, event: ReplyStarted | ReplyFinished | ReplyFailed) -> None:
-        if isinstance(event, ReplyStarted):
-            self.reply_started(event)
-        elif isinstance(event, ReplyFinished):
-            self.reply_finished(event)
-        else:
-            self.reply_failed(event)
-
-    def _held(self, event: ReplyStarted | ReplyFinished | ReplyFailed) -> bool:
-        """Keep ``event`` for later when its reply's widgets are still mounting."""
-        if self._early is not None and self.conversation.is_current(event.request_id):
-            self._early.append(event)
-            return True
-        return False
-
-    # -- engine events (routed here by the app) ---------------------------------------------------
+    # -- reply events (routed here by the app) ----------------------------------------------------
     def reply_started(self, event: ReplyStarted) -> None:
         """Start streaming the reply's text into its message."""
-        if self._held(event):
-            return
-        if not self.conversation.is_current(event.request_id) or self._reply is None:
-            return
-        self._prompt_tokens = event.prompt_tokens
-        self._reply.begin(event.stream)
-        self.saver.streaming(event.stream)
-        self.status.update_info(context_used=event.prompt_tokens, context_max=event.context_max)
-        if event.dropped_messages:
-            self.notify(
-                f"{event.dropped_messages} older message(s) left out to fit the context window.",
-                severity="warning",
-            )
+        self.replies.started(event)
 
     def on_assistant_message_progress(self, message: AssistantMessage.Progress) -> None:
         message.stop()
-        self.saver.progress()
-        self.status.update_info(
-            tokens_per_s=message.tokens_per_s, context_used=self._prompt_tokens + message.tokens
-        )
+        self.replies.progress(message.tokens_per_s, message.tokens)
 
     def reply_finished(self, event: ReplyFinished) -> None:
         """Render the whole reply once and show its stats."""
-        if self._held(event):
-            return
-        if not self.conversation.is_current(event.request_id):
-            return
-        self.conversation.finish(event.text, event.finish)
-        self.saver.finished(event)
-        reply, self._reply = self._reply, None
-        if reply is not None:
-            reply.finish(event.text, format_footer(event.stats, event.finish))
-        stats = event.stats
-        self.set_phase(
-            "ready",
-            tokens_per_s=stats.decode_tokens_per_s,
-            context_used=stats.context_used,
-            context_max=stats.context_max,
-        )
+        self.replies.finished(event)
 
     def reply_failed(self, event: ReplyFailed) -> None:
         """Keep any partial text, mark the reply failed and tell the user once."""
-        if self._held(event):
-            return
-        if not self.conversation.is_current(event.request_id):
-            return
-        self.conversation.fail()
-        self.saver.failed(event.partial_text, event.message)
-        reply, self._reply = self._reply, None
-        if reply is not None:
-            reply.fail(event.message, event.partial_text)
-        self.set_phase("ready")
-        text = error_text(event.message, event.hint)
-        self.notify(text, title="Reply failed", severity="error", markup=False)
+        self.replies.failed(event)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from textual.content import Content
 from textual.widgets import Static
 
 from mergechat.core.api import ModelState
-
-Phase = Literal["starting", "no model", "loading", "ready", "generating", "switching", "error"]
+from mergechat.ui.session import Phase
 
 
 @dataclass(frozen=True)
