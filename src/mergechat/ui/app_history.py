@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import HistoryUnavailable
 from mergechat.core.termination import add_loop_handlers, exit_watchdog, remove_loop_handlers
-from mergechat.ui.history_recorder import ChatHistory
 
 if TYPE_CHECKING:
     from mergechat.ui.protocols import HistoryHost
@@ -26,8 +26,8 @@ class AppHistory:
     def __init__(self, app: HistoryHost) -> None:
         self.app = app
         #: What the chat screen saves through (no store until `open`: history off).
-        self.history = ChatHistory(
-            None, self._failed, on_notice=self._notice, model_state=lambda: app.model_state
+        self.history = ChatRecorder(
+            None, self._turned_off, on_notice=self._notice, model_state=lambda: app.model_state
         )
         #: Why history is off, told when the conversations key is pressed.
         self.off_reason: str | None = None
@@ -43,14 +43,7 @@ class AppHistory:
         elif not app.config.history.enabled:
             self.off_reason = "History is off ([history] enabled = false in the config)."
         else:
-            from mergechat.core.store.lock import ConversationLocks
-            from mergechat.core.store.store import HistoryStore
-
-            try:
-                self.history.store = store = HistoryStore.open()
-                self.history.locks = ConversationLocks.beside(store.path)
-            except HistoryUnavailable as exc:
-                self._failed(f"History is off: {exc}")
+            self.history.open_store(hold_conversations=True)
         self._signals = add_loop_handlers(asyncio.get_running_loop(), self._on_signal)
 
     def close(self) -> None:
@@ -59,8 +52,8 @@ class AppHistory:
         remove_loop_handlers(asyncio.get_running_loop(), self._signals)
         self._signals = []
 
-    def _failed(self, text: str) -> None:
-        self.off_reason = text
+    def _turned_off(self, exc: HistoryUnavailable) -> None:
+        self.off_reason = text = f"History is off: {exc}"
         self.app.notify(text, title="History", severity="warning", timeout=15, markup=False)
 
     def _notice(self, text: str) -> None:

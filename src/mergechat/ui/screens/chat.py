@@ -24,11 +24,11 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import Conversation as SavedConversation
 from mergechat.ui.bindings import CHAT_BINDINGS
 from mergechat.ui.chat_saver import ChatSaver
 from mergechat.ui.conversation import Conversation, ReplyKind
-from mergechat.ui.history_recorder import ChatHistory
 from mergechat.ui.screens.chat_replies import ReplyFlow
 from mergechat.ui.session import Phase, Session
 from mergechat.ui.widgets.assistant_message import AssistantMessage
@@ -62,7 +62,7 @@ class ChatScreen(Screen[None]):
         engine: EngineClient,
         settings: Callable[[], GenerationSettings],
         status: StatusInfo | None = None,
-        history: ChatHistory | None = None,
+        history: ChatRecorder | None = None,
         session: Session | None = None,
     ) -> None:
         """``settings`` gives each request's generation settings; ``status`` is what the status
@@ -72,7 +72,7 @@ class ChatScreen(Screen[None]):
         self.engine = engine
         self._initial_status = status or StatusInfo()
         self.session = session or Session(phase=self._initial_status.phase)
-        self.saver = ChatSaver(history or ChatHistory(None))
+        self.saver = ChatSaver(history or ChatRecorder(None))
         self.conversation = Conversation()
         self.replies = ReplyFlow(self, settings)
         #: The prompt's hint; the app puts the keymap's send key in it.
