@@ -11,8 +11,9 @@ from pathlib import Path
 from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
 from mergechat.cli.oneshot_history import OneShotHistory
 from mergechat.core.api import EventSink, LoadRequest
+from mergechat.core.model.target import model_key
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.store.records import Conversation, normalize_model_path
+from mergechat.core.store.records import Conversation
 from mergechat.core.store.store import HistoryStore, default_path
 from test_oneshot import FakeEngine
 
@@ -45,7 +46,7 @@ def test_the_exchange_is_saved_with_its_stats_and_settings(tmp_path: Path) -> No
     code, out, err, _ = run(tmp_path, token_delay=0.001)
     assert (code, err) == (0, "")
     [conv] = saved()
-    assert conv.model_path == normalize_model_path(tmp_path) and conv.title == "Hi there"
+    assert conv.model_path == model_key(tmp_path) and conv.title == "Hi there"
     user, reply = conv.messages
     assert (user.role, user.text, user.state) == ("user", "Hi there", "complete")
     assert (reply.text, reply.state, reply.finish_reason) == (

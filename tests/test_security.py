@@ -24,10 +24,10 @@ import pytest
 
 from mergechat.cli.main import main
 from mergechat.core.api import EngineEvent, LoadFailed, LoadRequest, ModelLoaded
+from mergechat.core.model.target import model_key
 from mergechat.core.settings import locations
 from mergechat.core.settings.config import Config, load_config, save_config
 from mergechat.core.settings.toml_text import toml_string
-from mergechat.core.store.records import normalize_model_path
 from mergechat.core.store.store import HistoryStore
 from mergechat.core.visible import escape_control
 from mergechat.ui.options import AppOptions
@@ -445,7 +445,7 @@ def test_model_paths_from_the_history_are_data(
     exports = tmp_path / "exports"
     exports.mkdir()
     for conv, path in zip(ids, paths, strict=True):
-        stored = normalize_model_path(path)
+        stored = model_key(path)
         code, out, err = run_cli(capsys, "history", "show", str(conv))
         assert code == 0 and "\x1b" not in out, err
         assert escape_control(stored) in out

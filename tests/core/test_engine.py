@@ -285,27 +285,30 @@ def test_gguf_file_loads_dequantised_and_switches_by_reload(
 
 
 @pytest.mark.parametrize(
-    ("device_map", "label", "offloaded"),
+    ("device_map", "label", "main", "offloaded"),
     [
-        ({"": 0}, "cuda:0", False),
+        ({"": 0}, "cuda:0", "cuda:0", False),
         (
             {"model.embed_tokens": 0, "model.layers": 0, "lm_head": "cpu"},
             "cuda:0+cpu offload",
+            "cuda:0",
             True,
         ),
-        ({"model.layers.0": 0, "model.layers.1": 1}, "cuda:0,cuda:1", True),
-        ({"model": 0, "lm_head": "disk"}, "cuda:0+disk offload", True),
-        ({"": "cpu"}, "cpu", False),
+        ({"model.layers.0": 1, "model.layers.1": 0}, "cuda:1,cuda:0", "cuda:1", True),
+        ({"model": 0, "lm_head": "disk"}, "cuda:0+disk offload", "cuda:0", True),
+        ({"": "cpu"}, "cpu", "cpu", False),
+        ({"": "mps"}, "mps", "mps", False),
     ],
 )
 def test_device_label_from_the_device_map(
-    device_map: dict[str, Any], label: str, offloaded: bool
+    device_map: dict[str, Any], label: str, main: str, offloaded: bool
 ) -> None:
     from types import SimpleNamespace
 
     from mergechat.core.engine.loader import device_label
 
-    assert device_label(SimpleNamespace(hf_device_map=device_map)) == (label, offloaded)
+    model = SimpleNamespace(hf_device_map=device_map)
+    assert device_label(model) == (label, main, offloaded)
 
 
 def test_a_device_map_recommendation_loads_through_accelerate(tiny_model_dir: Path) -> None:

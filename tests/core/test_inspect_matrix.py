@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fixtures.broken_models import CASES
+from mergechat.core.detect.model_support import architecture_problem
 from mergechat.core.engine import finite_check, loader
 from mergechat.core.engine.error_translation import out_of_memory_error, translate
 from mergechat.core.engine.pickle_check import torch_unsafe_globals
 from mergechat.core.errors import MergechatError, ModelFolderError
-from mergechat.core.model.info import architecture_problem
 from mergechat.core.model.inspection import inspect_model, require_usable
 from mergechat.core.model.pickle_scan import unsafe_pickle_globals
 

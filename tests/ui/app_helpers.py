@@ -1,4 +1,8 @@
-"""Helpers for app tests: build the app around a `FakeEngine` and wait for conditions."""
+"""Helpers for app tests: build the app around a `FakeEngine`, wait for conditions, read notices.
+
+Notices are recorded by wrapping Textual's public ``App.notify`` (see `record_notifications`,
+autouse in tests/ui/conftest.py), so no test reads the app's private notification list.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,24 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
 
-from fake_engine import FakeEngine, Script
+import pytest
+from textual.app import App
+from textual.notifications import Notification, SeverityLevel
 from textual.pilot import Pilot
 
-from mergechat.core.api import EventSink
+from fixtures.fake_engine import FakeEngine, Script
+from mergechat.core.api import EventSink, ReplyFinished
 from mergechat.ui.app import MergechatApp
 from mergechat.ui.options import AppOptions
+from mergechat.ui.widgets.assistant_message import AssistantMessage
 
 MODEL_PATH = Path("/models/fake-merge")
+
+#: Every notification each app was asked to show, in order (expired or cleared ones included).
+_NOTIFIED: WeakKeyDictionary[App[Any], list[Notification]] = WeakKeyDictionary()
 
 
 class FakeApp:
@@ -33,7 +46,7 @@ class FakeApp:
 
 
 async def wait_for(
-    pilot: Pilot[object], predicate: Callable[[], object], timeout: float = 5.0
+    pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 5.0
 ) -> None:
     """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -42,3 +55,71 @@ async def wait_for(
             raise AssertionError(f"timed out waiting for {predicate}")
         await pilot.pause(0.01)
     await asyncio.sleep(0)
+
+
+def real_app(
+    model: Path, *, device: str | None = "cpu", dtype: str | None = None, **generation: object
+) -> MergechatApp:
+    """A `MergechatApp` with its real engine on ``model``; ``generation`` overrides settings."""
+    options = AppOptions(
+        model_path=model, device=device, dtype=dtype, generation_overrides=generation
+    )
+    return MergechatApp(options)
+
+
+async def model_ready(app: MergechatApp, pilot: Pilot[Any], timeout: float = 120.0) -> None:
+    """Until the app's model is loaded; a failed load fails the test with what the app said."""
+    await wait_for(pilot, lambda: app.chat.phase in ("ready", "error"), timeout)
+    assert app.chat.phase == "ready", notices(app)
+
+
+async def reply_done(fake: FakeApp, pilot: Pilot[Any], count: int = 1, *, footer: str = "") -> None:
+    """Wait until ``count`` replies finished, the chat is ready again and the last reply is
+    rendered with ``footer`` in its footer line."""
+
+    def done() -> bool:
+        assert fake.engine is not None
+        finished = [e for e in fake.engine.events if isinstance(e, ReplyFinished)]
+        replies = fake.app.chat.query(AssistantMessage)
+        return (
+            len(finished) >= count
+            and fake.app.chat.phase == "ready"
+            and not fake.app.chat.conversation.busy
+            and bool(replies)
+            and not replies.last().streaming
+            and footer in replies.last().footer_text
+        )
+
+    await wait_for(pilot, done)
+
+
+def record_notifications(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrap ``App.notify`` so each app's notifications can be read with `notifications`."""
+    real_notify = App.notify
+
+    def notify(
+        self: App[Any],
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        shown = timeout if timeout is not None else self.NOTIFICATION_TIMEOUT
+        _NOTIFIED.setdefault(self, []).append(
+            Notification(message, title, severity, shown, markup=markup)
+        )
+        real_notify(self, message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    monkeypatch.setattr(App, "notify", notify)
+
+
+def notifications(app: App[Any]) -> list[Notification]:
+    """What ``app`` was asked to show so far (text as Textual got it: control chars escaped)."""
+    return list(_NOTIFIED.get(app, ()))
+
+
+def notices(app: App[Any]) -> list[str]:
+    """The messages of `notifications`."""
+    return [n.message for n in notifications(app)]

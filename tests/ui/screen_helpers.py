@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
-from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Static
 
-from mergechat.core.api import CapabilitiesReady, ChatMessage, LoadRequest
+from fixtures.fake_engine import DetectAnswer, FakeEngine, Script
+from mergechat.core.api import CapabilitiesReady, EngineEvent
 from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
@@ -24,7 +23,6 @@ from mergechat.core.detect.capabilities import (
 from mergechat.core.dtypes import DType
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.model.recipe import MergeInfo
-from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.themes import register_themes
 
 UNSUPPORTED_HALF = "unsupported: \"addmm_impl_cpu_\" not implemented for 'Half'"
@@ -110,41 +108,26 @@ def make_info(path: Path, *, declared: DType = "bfloat16", merge: bool = True) -
     )
 
 
-class DetectEngine:
-    """An `EngineClient` that answers ``detect`` like the app does: it hands the screen a result."""
+class ScreenRoute:
+    """The sink of a `FakeEngine` serving one screen: a detector result reaches ``target``
+    later, through the app's message queue, as the app hands it over."""
 
-    def __init__(
-        self, answer: Callable[[Path | None, str], CapabilitiesReady | None] | None = None
-    ) -> None:
-        self.answer = answer or (lambda _path, _device: make_event())
-        self.detections: list[tuple[Path | None, str]] = []
+    def __init__(self) -> None:
         self.target: Any = None
 
-    def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
-        self.detections.append((model_path, device))
-        event = self.answer(model_path, device)
-        if event is not None and self.target is not None:
-            # The real engine answers later, from its thread, through the app's message queue.
+    def __call__(self, event: EngineEvent) -> None:
+        if isinstance(event, CapabilitiesReady) and self.target is not None:
             self.target.app.call_later(self.target.show_capabilities, event)
 
-    def start(self) -> None: ...
 
-    def load(self, request: LoadRequest) -> None: ...
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
-        return 0
-
-    def cancel(self) -> None: ...
-
-    def switch_dtype(self, dtype: DType) -> None: ...
-
-    def shutdown(self, timeout: float = 5.0) -> None: ...
+def detect_engine(
+    answer: DetectAnswer | None = None,
+) -> tuple[FakeEngine, ScreenRoute]:
+    """A `FakeEngine` whose ``detect`` answers ``answer(path, device)`` (default `make_event`)
+    at once to the screen the test sets as the route's ``target``."""
+    route = ScreenRoute()
+    script = Script(capabilities=answer or (lambda _path, _device: make_event()))
+    return FakeEngine(route, script, inline=True), route
 
 
 class HostApp(App[None]):
@@ -166,14 +149,3 @@ class HostApp(App[None]):
         self.theme_problems = register_themes(self)
         self.theme = self._theme_name
         self.push_screen(self._make_screen(), self.results.append)
-
-
-async def wait_until(
-    pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 5.0
-) -> None:
-    """Let the app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await pilot.pause(0.02)

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import FakeEngine, Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Select, Static
 
+from fixtures.fake_engine import FakeEngine, Script
 from mergechat.core.api import (
     EngineNotice,
     EventSink,
@@ -34,7 +34,7 @@ BRACKETS = "cannot read /models/merge[v2]/a[/x]: shape [bold] mismatch"
 
 
 def messages(app: MergechatApp) -> list[str]:
-    return [n.message for n in app._notifications]
+    return [n.message for n in notifications(app)]
 
 
 async def ready(app: MergechatApp, pilot: Pilot[Any]) -> None:
@@ -191,7 +191,7 @@ async def test_settings_on_a_broken_folder_shows_why_and_asks_the_detector_witho
         await wait_for(pilot, lambda: verdicts.border_title == "Detector")  # not "measuring…"
         assert fake.engine is not None
         assert all(path is None for path, _ in fake.engine.detections)
-        assert sum(n.severity == "error" for n in app._notifications) == 1
+        assert sum(n.severity == "error" for n in notifications(app)) == 1
 
 
 def test_the_status_bar_marks_a_model_without_chat_template() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import notifications, wait_for
 from textual.notifications import Notification
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -38,7 +38,7 @@ THROUGH_SETTINGS = {"missing_path", "truncated_safetensors", "nan_weights"}
 
 
 def notices(app: MergechatApp, severity: str | None = None) -> list[Notification]:
-    return [n for n in app._notifications if severity in (None, n.severity)]
+    return [n for n in notifications(app) if severity in (None, n.severity)]
 
 
 def flat(text: str) -> str:
@@ -111,7 +111,7 @@ async def still_usable_without_a_model(app: MergechatApp, pilot: Pilot[Any]) -> 
 
 async def choose_model_in_settings(app: MergechatApp, pilot: Pilot[Any], path: Path) -> None:
     """F2, type ``path`` over the old one, Apply (answering yes to a confirmation)."""
-    before = app.pending_request
+    before = app.session.pending_request
     await pilot.press("f2")
     await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
     screen = app.screen
@@ -130,7 +130,7 @@ async def choose_model_in_settings(app: MergechatApp, pilot: Pilot[Any], path: P
     await wait_for(pilot, lambda: app.screen is not screen)
     if app.screen is not app.chat:  # "Use this precision?"
         await pilot.press("y")
-    await wait_for(pilot, lambda: app.pending_request is not before)
+    await wait_for(pilot, lambda: app.session.pending_request is not before)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from app_helpers import FakeApp, wait_for
-from fake_engine import DEFAULT_REPLY, Script
+import pytest
+from app_helpers import FakeApp, notifications, reply_done, wait_for
 from textual.pilot import Pilot
 
-from mergechat.core.api import ReplyFinished
+from fixtures.fake_engine import DEFAULT_REPLY, Script
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import UserMessage
 
@@ -23,24 +23,6 @@ async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
 async def send(pilot: Pilot[object], text: str) -> None:
     await pilot.press(*text)
     await pilot.press("enter")
-
-
-async def reply_done(fake: FakeApp, pilot: Pilot[object], count: int = 1) -> None:
-    """Wait until ``count`` replies finished and the last one is rendered."""
-
-    def done() -> bool:
-        assert fake.engine is not None
-        finished = [e for e in fake.engine.events if isinstance(e, ReplyFinished)]
-        replies = fake.app.chat.query(AssistantMessage)
-        return (
-            len(finished) >= count
-            and fake.app.chat.phase == "ready"
-            and bool(replies)
-            and not replies.last().streaming
-            and "tokens" in replies.last().footer_text
-        )
-
-    await wait_for(pilot, done)
 
 
 def replies(fake: FakeApp) -> list[AssistantMessage]:
@@ -58,7 +40,7 @@ async def test_send_streams_markdown_and_shows_a_footer() -> None:
         )
         assert fake.app.chat.phase == "generating"
         assert replies(fake)[0].streaming
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         reply = replies(fake)[0]
         assert reply.body.source == "".join(LONG_REPLY[:100])
         assert reply.footer_text == "100 tokens · 25.0 tok/s · TTFT 0.05 s · bfloat16 · cpu"
@@ -71,7 +53,8 @@ async def test_send_streams_markdown_and_shows_a_footer() -> None:
         assert continue_last is False
 
 
-async def test_escape_stops_and_keeps_the_partial_reply() -> None:
+@pytest.mark.parametrize("key", ["escape", "ctrl+c"])
+async def test_escape_or_ctrl_c_stops_and_keeps_the_partial_reply(key: str) -> None:
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
@@ -79,33 +62,20 @@ async def test_escape_stops_and_keeps_the_partial_reply() -> None:
         await wait_for(
             pilot, lambda: bool(replies(fake)) and "word5" in replies(fake)[0].body.source
         )
-        await pilot.press("escape")
-        await reply_done(fake, pilot)
+        await pilot.press(key)
+        await reply_done(fake, pilot, footer="tokens")
         reply = replies(fake)[0]
         assert reply.footer_text.endswith("· stopped")
         text = fake.app.chat.conversation.messages[-1].content
         assert text.startswith(" word0 word1") and len(text) < len("".join(LONG_REPLY))
         assert reply.body.source == text
         assert fake.engine is not None and fake.engine.cancels == 1
-
-
-async def test_ctrl_c_stops_a_streaming_reply_and_never_quits() -> None:
-    fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(pilot, "go")
-        await wait_for(
-            pilot, lambda: bool(replies(fake)) and "word5" in replies(fake)[0].body.source
-        )
-        await pilot.press("ctrl+c")
-        await reply_done(fake, pilot)
-        assert replies(fake)[0].footer_text.endswith("stopped")
         assert fake.app.is_running and fake.app.return_code is None
         # Idle ctrl+c says how to quit instead of quitting.
         await pilot.press("ctrl+c")
         await pilot.pause()
         assert fake.app.is_running
-        assert any("ctrl+q" in n.message for n in fake.app._notifications)
+        assert any("ctrl+q" in n.message for n in notifications(fake.app))
 
 
 async def test_regenerate_replaces_the_last_reply() -> None:
@@ -113,10 +83,10 @@ async def test_regenerate_replaces_the_last_reply() -> None:
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await send(pilot, "hi")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         fake.script.reply = ["Another", " answer"]
         await pilot.press("ctrl+r")
-        await reply_done(fake, pilot, count=2)
+        await reply_done(fake, pilot, count=2, footer="tokens")
         assert fake.engine is not None
         messages, _, _ = fake.engine.generations[1]
         assert [(m.role, m.content) for m in messages] == [("user", "hi")]
@@ -130,12 +100,12 @@ async def test_continue_extends_a_reply_that_hit_the_token_limit(tmp_path: objec
         await ready(fake, pilot)
         fake.app.config = _with_max_tokens(fake.app.config, 3)
         await send(pilot, "hi")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         assert replies(fake)[0].footer_text.endswith("hit max_new_tokens")
         assert fake.app.chat.conversation.can_continue
         fake.script.reply = [" more", " text"]
         await pilot.press("ctrl+o")
-        await reply_done(fake, pilot, count=2)
+        await reply_done(fake, pilot, count=2, footer="tokens")
         assert fake.engine is not None
         messages, _, continue_last = fake.engine.generations[1]
         assert continue_last is True
@@ -157,13 +127,13 @@ async def test_new_chat_clears_everything() -> None:
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await send(pilot, "hi")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: not fake.app.chat.view.children)
         assert fake.app.chat.conversation.messages == []
         assert fake.app.chat.status.info.tokens_per_s is None
         await send(pilot, "again")
-        await reply_done(fake, pilot, count=2)
+        await reply_done(fake, pilot, count=2, footer="tokens")
         assert fake.engine is not None
         assert [m.content for m in fake.engine.generations[1][0]] == ["again"]
 
@@ -174,7 +144,7 @@ async def test_up_and_down_recall_earlier_prompts() -> None:
         await ready(fake, pilot)
         for prompt in ("first", "second"):
             await send(pilot, prompt)
-            await reply_done(fake, pilot, count=1 if prompt == "first" else 2)
+            await reply_done(fake, pilot, count=1 if prompt == "first" else 2, footer="tokens")
         prompt_input = fake.app.chat.prompt
         await pilot.press(*"draft")
         await pilot.press("up")
@@ -200,7 +170,7 @@ async def test_ctrl_j_inserts_a_newline_and_enter_sends_both_lines() -> None:
         assert fake.engine is not None and fake.engine.generations == []
         # On a multi-line text, up moves the cursor instead of recalling.
         await pilot.press("enter")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         assert fake.engine.generations[0][0][-1].content == "one\ntwo"
 
 
@@ -213,11 +183,11 @@ async def test_typing_works_while_loading_but_sending_waits() -> None:
         assert fake.app.chat.phase == "loading"
         assert fake.app.chat.prompt.text == "early"
         assert fake.engine is None or fake.engine.generations == []
-        assert any("still loading" in n.message for n in fake.app._notifications)
+        assert any("still loading" in n.message for n in notifications(fake.app))
         gate.set()
         await ready(fake, pilot)
         await pilot.press("enter")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         assert fake.app.chat.conversation.messages[0].content == "early"
 
 
@@ -239,9 +209,9 @@ async def test_second_enter_while_streaming_is_refused() -> None:
         await send(pilot, "one")
         await send(pilot, "two")
         assert fake.app.chat.prompt.text == "two"
-        assert any("Esc to stop" in n.message for n in fake.app._notifications)
+        assert any("Esc to stop" in n.message for n in notifications(fake.app))
         gate.set()
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         assert fake.engine is not None and len(fake.engine.generations) == 1
 
 
@@ -250,7 +220,7 @@ async def test_default_reply_text() -> None:
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await send(pilot, "hi")
-        await reply_done(fake, pilot)
+        await reply_done(fake, pilot, footer="tokens")
         assert replies(fake)[0].body.source == "".join(DEFAULT_REPLY)
 
 
@@ -266,4 +236,4 @@ async def test_ctrl_c_with_a_selection_copies_instead_of_stopping() -> None:
         await pilot.press("ctrl+c")
         await pilot.pause()
         assert copied == ["copy me"]
-        assert not any("ctrl+q" in n.message for n in fake.app._notifications)
+        assert not any("ctrl+q" in n.message for n in notifications(fake.app))

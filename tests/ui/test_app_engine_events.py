@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.pilot import Pilot
 
+from fixtures.fake_engine import Script
 from mergechat.core.api import LoadProgress, MeasuredSpeed, ModelLoaded, ModelState
 from mergechat.ui.messages import EngineEventMessage
 from mergechat.ui.screens.precision import PrecisionScreen
+from mergechat.ui.verdicts import ShownVerdict
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.status_bar import StatusBar
 
@@ -18,11 +19,11 @@ SIZE = (100, 30)
 
 
 def notes(fake: FakeApp) -> list[str]:
-    return [n.message for n in fake.app._notifications]
+    return [n.message for n in notifications(fake.app)]
 
 
 def severities(fake: FakeApp) -> list[str]:
-    return [n.severity for n in fake.app._notifications]
+    return [n.severity for n in notifications(fake.app)]
 
 
 async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
@@ -98,9 +99,9 @@ async def test_precision_menu_switches_and_reports_fidelity() -> None:
         screen = fake.app.screen
         assert isinstance(screen, PrecisionScreen)
         assert screen._verdicts == {
-            "float32": "ok",
-            "bfloat16": "ok",
-            "float16": "slow 3.5x per turn",
+            "float32": ShownVerdict("ok", "ok"),
+            "bfloat16": ShownVerdict("ok", "ok"),
+            "float16": ShownVerdict("slow", "slow 3.5x per turn"),
         }
         await pilot.press("escape")
         await wait_for(pilot, lambda: fake.app.screen is fake.app.chat)
@@ -182,7 +183,7 @@ async def test_engine_that_cannot_start_is_reported() -> None:
     app = MergechatApp(AppOptions(model_path=MODEL_PATH), engine_factory=broken)  # type: ignore[arg-type]
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.chat.phase == "error")
-        assert any("No module named 'torch'" in n.message for n in app._notifications)
+        assert any("No module named 'torch'" in n.message for n in notifications(app))
         assert app.is_running
 
 

@@ -12,12 +12,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import model_ready, notifications, real_app, wait_for
 
 from mergechat.core.engine.process import ProcessEngine
 from mergechat.core.engine.wire import RelayedStream
 from mergechat.ui.app import MergechatApp
-from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.settings import SettingsScreen
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 
@@ -43,17 +42,10 @@ def _process_engine(app: MergechatApp) -> ProcessEngine:
 async def test_engine_killed_mid_reply_keeps_the_chat_and_f2_loads_again(
     long_model_dir: Path,
 ) -> None:
-    options = AppOptions(
-        model_path=long_model_dir,
-        device="cpu",
-        dtype="float32",
-        generation_overrides={"max_new_tokens": 3000, "temperature": 0.0},
-    )
-    app = MergechatApp(options)
+    app = real_app(long_model_dir, dtype="float32", max_new_tokens=3000, temperature=0.0)
     async with app.run_test(size=(100, 30)) as pilot:
         chat = app.chat
-        await wait_for(pilot, lambda: chat.phase in ("ready", "error"), timeout=120)
-        assert chat.phase == "ready", [n.message for n in app._notifications]
+        await model_ready(app, pilot)
         engine = _process_engine(app)
         pid = engine.pid
         assert pid is not None
@@ -68,7 +60,7 @@ async def test_engine_killed_mid_reply_keeps_the_chat_and_f2_loads_again(
         assert reply.body.source, "the partial reply stays on screen"
         messages = chat.conversation.messages
         assert messages[0].role == "user" and messages[0].content.startswith("Tell")
-        notices = [n.message for n in app._notifications if n.title == "The engine stopped"]
+        notices = [n.message for n in notifications(app) if n.title == "The engine stopped"]
         assert len(notices) == 1 and "SIGKILL" in notices[0]
         assert "press F2 to load a model again" in notices[0]
         assert app.model_state is None and chat.status.info.model == ""

@@ -6,10 +6,10 @@ to the exact terminal string, holds no OSC 52 / OSC 0 / clear-screen sequence fr
 
 from __future__ import annotations
 
-from app_helpers import FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import FakeApp, notifications, wait_for
 from textual.pilot import Pilot
 
+from fixtures.fake_engine import Script
 from mergechat.core.store.records import Conversation, StoredMessage
 from mergechat.ui.transcript import show_transcript
 from mergechat.ui.widgets.assistant_message import AssistantMessage
@@ -79,7 +79,7 @@ async def test_notifications_show_escapes_as_text() -> None:
         await ready(fake, pilot)
         fake.app.notify(f"cannot read /m/{ESCAPES}", title=ESCAPES, markup=False)
         await pilot.pause()
-        shown = [(n.title, n.message) for n in fake.app._notifications]
+        shown = [(n.title, n.message) for n in notifications(fake.app)]
         assert shown[-1] == (
             "\\u001b]52;c;cHduZWQ=\\u0007\\u001b]0;pwned-title\\u0007\\u001b[2J",
             "cannot read /m/\\u001b]52;c;cHduZWQ=\\u0007\\u001b]0;pwned-title\\u0007\\u001b[2J",

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import DEFAULT_REPLY, Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, reply_done, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from mergechat.core.api import ReplyFinished
-from mergechat.core.store.records import Conversation, normalize_model_path
+from fixtures.fake_engine import DEFAULT_REPLY, Script
+from mergechat.core.model.target import model_key
+from mergechat.core.store.records import Conversation
 from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.clipboard import CopyMenu
 from mergechat.ui.options import AppOptions
@@ -64,22 +64,6 @@ async def send(fake: FakeApp, pilot: Pilot[object], text: str, count: int) -> No
     await reply_done(fake, pilot, count)
 
 
-async def reply_done(fake: FakeApp, pilot: Pilot[object], count: int) -> None:
-    def done() -> bool:
-        assert fake.engine is not None
-        finished = [e for e in fake.engine.events if isinstance(e, ReplyFinished)]
-        replies = fake.app.chat.query(AssistantMessage)
-        return (
-            len(finished) >= count
-            and fake.app.chat.phase == "ready"
-            and not fake.app.chat.conversation.busy
-            and bool(replies)
-            and not replies.last().streaming
-        )
-
-    await wait_for(pilot, done)
-
-
 def shown(fake: FakeApp) -> list[tuple[str, str, str]]:
     """(kind, text, footer) of every message on screen (those still mounting are left out)."""
     rows = []
@@ -119,7 +103,7 @@ async def test_the_sent_message_is_saved_before_the_engine_is_asked() -> None:
         gate.set()
         await reply_done(fake, pilot, 1)
     conv = only_conversation()
-    assert conv.model_path == normalize_model_path(MODEL_PATH)
+    assert conv.model_path == model_key(MODEL_PATH)
     assert conv.title == "hello there"
     assert [(m.role, m.text, m.state) for m in conv.messages] == [
         ("user", "hello there", "complete"),
@@ -139,7 +123,7 @@ async def test_a_finished_reply_is_saved_with_its_settings_and_stats() -> None:
     assert (reply.text, reply.state, reply.finish_reason) == ("Hello! I am a", "complete", "length")
     assert (reply.device, reply.dtype, reply.new_tokens) == ("cpu", "bfloat16", 5)
     assert (reply.tokens_per_s, reply.ttft_s, reply.total_s) == (25.0, 0.05, 0.5)
-    assert reply.model_path == normalize_model_path(MODEL_PATH)
+    assert reply.model_path == model_key(MODEL_PATH)
     settings = reply.generation_settings()
     assert settings is not None
     assert (settings.temperature, settings.max_new_tokens) == (0.0, 5)
@@ -208,7 +192,7 @@ async def test_a_restart_reopens_the_last_conversation_with_its_footers() -> Non
             ("user", "first question", ""),
             ("assistant", REPLY, "8 tokens · 25.0 tok/s · TTFT 0.05 s · bfloat16 · cpu"),
         ]
-        assert any("Continuing “first question”" in n.message for n in second.app._notifications)
+        assert any("Continuing “first question”" in n.message for n in notifications(second.app))
         await send(second, pilot, "and then?", 1)
         assert second.engine is not None
         context = second.engine.generations[0][0]
@@ -343,12 +327,12 @@ async def test_copy_the_last_reply_and_a_code_block() -> None:
         await ready(fake, pilot)
         await pilot.press("ctrl+y")
         await pilot.pause()
-        assert any("no reply to copy" in n.message for n in fake.app._notifications)
+        assert any("no reply to copy" in n.message for n in notifications(fake.app))
         await send(fake, pilot, "code please", 1)
         await pilot.press("ctrl+y")
         await pilot.pause()
         assert fake.app.clipboard == "".join(reply)
-        assert any("Copied the last reply" in n.message for n in fake.app._notifications)
+        assert any("Copied the last reply" in n.message for n in notifications(fake.app))
         await pilot.press("f6")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, CopyMenu))
         await pilot.press("1")  # the newest message: the reply
@@ -376,7 +360,7 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
         await ready(fake, pilot)
         fake.app.chat.action_export("md")
         await pilot.pause()
-        assert any("send a message first" in n.message for n in fake.app._notifications)
+        assert any("send a message first" in n.message for n in notifications(fake.app))
         await send(fake, pilot, "export me", 1)
         fake.app.chat.action_export("md")
         fake.app.chat.action_export("json")
@@ -385,7 +369,7 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
         assert "# export me" in markdown and REPLY in markdown and "bfloat16" in markdown
         data = json.loads((documents / "mergechat-1-export-me.json").read_text())
         assert [m["text"] for m in data["conversation"]["messages"]] == ["export me", REPLY]
-        assert any(n.message.startswith("Exported as JSON to ") for n in fake.app._notifications)
+        assert any(n.message.startswith("Exported as JSON to ") for n in notifications(fake.app))
         # Exporting again never overwrites the earlier export: the next free name is used.
         (documents / "mergechat-1-export-me.md").write_text("earlier")
         fake.app.chat.action_export("md")
@@ -407,7 +391,7 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
         fake.app.screen.query_one(Input).value = str(tmp_path / "no" / "such" / "dir" / "x.md")
         await pilot.press("enter")
         await wait_for(
-            pilot, lambda: any(n.title == "Export failed" for n in fake.app._notifications)
+            pilot, lambda: any(n.title == "Export failed" for n in notifications(fake.app))
         )
 
 
@@ -418,14 +402,14 @@ async def test_a_corrupt_database_turns_history_off_and_the_app_still_chats() ->
     fake = FakeApp()
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
-        notices = [n for n in fake.app._notifications if n.message.startswith("History is off")]
+        notices = [n for n in notifications(fake.app) if n.message.startswith("History is off")]
         assert len(notices) == 1 and "damaged" in notices[0].message
         await send(fake, pilot, "still works", 1)
         assert shown(fake)[1][1] == REPLY
         await pilot.press("f4")
         await pilot.pause()
         assert fake.app.screen is fake.app.chat
-        assert sum("History is off" in n.message for n in fake.app._notifications) == 2
+        assert sum("History is off" in n.message for n in notifications(fake.app)) == 2
     assert path.read_bytes().startswith(b"this is not a database")
 
 
@@ -436,7 +420,7 @@ async def test_no_history_saves_nothing() -> None:
         await send(fake, pilot, "secret", 1)
         await pilot.press("f4")
         await pilot.pause()
-        assert any("--no-history" in n.message for n in fake.app._notifications)
+        assert any("--no-history" in n.message for n in notifications(fake.app))
     assert not default_path().exists()
 
 
@@ -494,4 +478,4 @@ async def test_the_copy_key_follows_the_keymap() -> None:
         assert fake.app.clipboard == ""
         await pilot.press("f9")
         await wait_for(pilot, lambda: fake.app.clipboard == REPLY)
-        assert not any("keymap" in n.message for n in fake.app._notifications)
+        assert not any("keymap" in n.message for n in notifications(fake.app))

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from test_app_history import LONG_REPLY, SIZE, ready, send, shown, store
 from textual.widgets import Input
 
+from fixtures.fake_engine import Script
 from mergechat.cli.oneshot_history import OneShotHistory
+from mergechat.core.model.target import model_key
 from mergechat.core.store.lock import ConversationLocks
-from mergechat.core.store.records import normalize_model_path
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.confirm import ConfirmScreen
 from mergechat.ui.screens.conversations import ConversationsScreen
@@ -40,7 +40,7 @@ async def test_a_conversation_open_in_another_instance_is_not_continued() -> Non
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         await wait_for(
-            pilot, lambda: any("another mergechat" in n.message for n in fake.app._notifications)
+            pilot, lambda: any("another mergechat" in n.message for n in notifications(fake.app))
         )
         assert shown(fake) == [] and fake.app.chat.conversation.messages == []
         await send(fake, pilot, "my own", 1)
@@ -72,7 +72,7 @@ async def test_quitting_mid_reply_keeps_what_produced_it() -> None:
         reply = s.get_conversation(s.list_conversations()[0].id).messages[1]
     assert reply.state == "stopped" and "word5" in reply.text
     assert (reply.device, reply.dtype) == ("cpu", "bfloat16")
-    assert reply.model_path == normalize_model_path(MODEL_PATH)
+    assert reply.model_path == model_key(MODEL_PATH)
     assert reply.params is not None and reply.params["temperature"] == 0.4
 
 

@@ -6,11 +6,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
+from fixtures.fake_engine import Script
 from mergechat.core.settings import locations, recent_models
 from mergechat.core.settings.config import load_config
 from mergechat.ui.commands import palette_commands
@@ -57,7 +57,7 @@ async def test_keymap_rebinds_by_binding_id_and_reports_unknown_ids() -> None:
         await pilot.press("f5")
         await finished(fake, pilot, 2)
         await wait_for(
-            pilot, lambda: any("'no_such_action'" in n.message for n in fake.app._notifications)
+            pilot, lambda: any("'no_such_action'" in n.message for n in notifications(fake.app))
         )
         # The help screen shows the keys in effect.
         await pilot.press("f1")
@@ -164,10 +164,10 @@ async def test_a_config_with_a_syntax_error_is_never_replaced() -> None:
     fake = FakeApp(Script(), options=AppOptions(model_path=MODEL_PATH))
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
-        assert any("invalid TOML" in n.message for n in fake.app._notifications)
+        assert any("invalid TOML" in n.message for n in notifications(fake.app))
         fake.app.theme = "mergechat-light"  # a choice the app would save
         await pilot.pause()
-        assert any("was not changed" in n.message for n in fake.app._notifications)
+        assert any("was not changed" in n.message for n in notifications(fake.app))
     assert path.read_text(encoding="utf-8") == broken
 
 
@@ -177,7 +177,7 @@ async def test_theme_choice_is_saved_and_a_bad_theme_name_falls_back() -> None:
     async with fake.app.run_test(size=SIZE) as pilot:
         await ready(fake, pilot)
         assert fake.app.theme == "mergechat-dark"
-        assert any("no-such-theme" in n.message for n in fake.app._notifications)
+        assert any("no-such-theme" in n.message for n in notifications(fake.app))
         assert load_config()[0].theme == "no-such-theme"  # not overwritten by the fallback
         fake.app.theme = "mergechat-light"
         await wait_for(pilot, lambda: load_config()[0].theme == "mergechat-light")

@@ -6,14 +6,17 @@ in the menu cancels it, and it runs exactly once when the reply ends: finished, 
 
 from __future__ import annotations
 
-import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from threading import Event
+from typing import Any
 
-from app_helpers import MODEL_PATH, FakeApp, wait_for
-from fake_engine import Script
+from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
+from fixtures.fake_engine import Script
 from mergechat.core.api import LoadRequest, ModelLoaded
 from mergechat.ui.conversation import Conversation
 from mergechat.ui.screens.precision import PrecisionScreen
@@ -25,7 +28,7 @@ QUEUED_FLOAT16 = "switch to float16 after this reply"
 
 
 def notes(fake: FakeApp) -> list[str]:
-    return [n.message for n in fake.app._notifications]
+    return [n.message for n in notifications(fake.app)]
 
 
 def status_line(fake: FakeApp) -> str:
@@ -49,6 +52,20 @@ async def streaming(fake: FakeApp, pilot: Pilot[object]) -> None:
     await pilot.press("h", "i", "enter")
     await wait_for(pilot, lambda: chat.conversation.busy and bool(chat.query(AssistantMessage)))
     assert chat.phase == "generating"
+
+
+@asynccontextmanager
+async def streaming_app(**script: Any) -> AsyncIterator[tuple[FakeApp, Pilot[object], Event]]:
+    """A `FakeApp` (``script`` as `Script` fields) whose first reply is in flight, its tokens
+    held until the test sets the gate (set on the way out, so the engine thread ends)."""
+    gate = Event()
+    fake = FakeApp(Script(reply_gate=gate, **script))
+    async with fake.app.run_test(size=SIZE) as pilot:
+        await streaming(fake, pilot)
+        try:
+            yield fake, pilot, gate
+        finally:
+            gate.set()
 
 
 async def open_menu(fake: FakeApp, pilot: Pilot[object]) -> PrecisionScreen:
@@ -84,10 +101,7 @@ async def settled(fake: FakeApp, pilot: Pilot[object]) -> None:
 
 
 async def test_a_switch_chosen_during_a_reply_waits_for_it_and_runs_once() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app() as (fake, pilot, gate):
         chat = fake.app.chat
         # The menu opens while the reply streams and says a choice waits for it.
         screen = await open_menu(fake, pilot)
@@ -114,10 +128,7 @@ async def test_a_switch_chosen_during_a_reply_waits_for_it_and_runs_once() -> No
 
 
 async def test_escape_in_the_menu_cancels_the_queued_switch() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app() as (fake, pilot, gate):
         await choose_in_menu(fake, pilot, "1")
         assert fake.app.switcher.queued == "float32"
         # The menu opened again shows the queued switch, highlighted, and says Escape cancels it.
@@ -142,10 +153,7 @@ async def test_escape_in_the_menu_cancels_the_queued_switch() -> None:
 
 
 async def test_a_second_choice_from_the_palette_replaces_the_queued_one() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app() as (fake, pilot, gate):
         await choose_in_menu(fake, pilot, "1")
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, CommandPalette))
@@ -179,10 +187,7 @@ async def test_the_queued_switch_runs_after_a_reply_stopped_with_escape() -> Non
 
 
 async def test_the_queued_switch_runs_after_a_failed_reply() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate, reply_error="CUDA out of memory"))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app(reply_error="CUDA out of memory") as (fake, pilot, gate):
         fake.app.switch_precision("float32")
         gate.set()
         await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float32")
@@ -192,10 +197,7 @@ async def test_the_queued_switch_runs_after_a_failed_reply() -> None:
 
 
 async def test_a_failure_that_left_no_model_drops_the_queued_switch_with_a_notice() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate, reply_error="CUDA error: device lost"))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app(reply_error="CUDA error: device lost") as (fake, pilot, gate):
         fake.app.switch_precision("float32")
         fake.app.model_state = None  # what a failure that released the model leaves behind
         gate.set()
@@ -217,10 +219,7 @@ async def test_a_new_chat_ends_the_reply_and_the_queued_switch_runs() -> None:
 
 
 async def test_loading_a_model_drops_the_queued_switch() -> None:
-    gate = threading.Event()
-    fake = FakeApp(Script(reply_gate=gate))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
+    async with streaming_app() as (fake, pilot, gate):
         fake.app.switch_precision("float32")
         fake.app._load(LoadRequest(MODEL_PATH, device="cpu"))
         assert fake.app.switcher.queued is None

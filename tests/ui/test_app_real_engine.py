@@ -5,26 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import model_ready, real_app, wait_for
 
 from mergechat.core.dtypes import DTYPES
-from mergechat.ui.app import MergechatApp
-from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 
 
 @pytest.mark.slow
 async def test_real_engine_loads_streams_and_switches(tiny_model_dir: Path) -> None:
-    options = AppOptions(
-        model_path=tiny_model_dir,
-        device="cpu",
-        generation_overrides={"max_new_tokens": 12, "temperature": 0.0},
-    )
-    app = MergechatApp(options)
+    app = real_app(tiny_model_dir, max_new_tokens=12, temperature=0.0)
     async with app.run_test(size=(100, 30)) as pilot:
         chat = app.chat
-        await wait_for(pilot, lambda: chat.phase in ("ready", "error"), timeout=120)
-        assert chat.phase == "ready", [n.message for n in app._notifications]
+        await model_ready(app, pilot)
         state = app.model_state
         assert state is not None and state.name == tiny_model_dir.name
         assert chat.status.info.dtype == state.dtype and state.dtype in DTYPES

@@ -8,10 +8,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from app_helpers import MODEL_PATH, wait_for
-from fake_engine import FakeEngine
+from app_helpers import MODEL_PATH, model_ready, notifications, wait_for
 from textual.pilot import Pilot
 
+from fixtures.fake_engine import FakeEngine
 from fixtures.scripted_server import Running, scripted_server
 from fixtures.transformers_server import ServedModel
 from mergechat.core.api import EventSink, LoadRequest
@@ -39,7 +39,7 @@ def _app(url: str, **overrides: object) -> MergechatApp:
 
 
 def _notices(app: MergechatApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
+    return [notification.message for notification in notifications(app)]
 
 
 def _painted(app: MergechatApp) -> str:
@@ -48,8 +48,7 @@ def _painted(app: MergechatApp) -> str:
 
 
 async def _ready(app: MergechatApp, pilot: Pilot[object], timeout: float = 20) -> None:
-    await wait_for(pilot, lambda: app.chat.phase in ("ready", "error"), timeout=timeout)
-    assert app.chat.phase == "ready", _notices(app)
+    await model_ready(app, pilot, timeout)
 
 
 async def test_status_reply_stop_and_precision_on_a_served_model(server: Running) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app_helpers import FakeApp, wait_for
+from app_helpers import FakeApp, notifications, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Static
 
@@ -30,7 +30,7 @@ async def open_help(fake: FakeApp, pilot: Pilot[object]) -> HelpScreen:
 
 
 def messages(fake: FakeApp) -> list[str]:
-    return [n.message for n in fake.app._notifications]
+    return [n.message for n in notifications(fake.app)]
 
 
 async def test_a_key_given_to_two_actions_is_reported_and_the_prompt_names_it() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import notices, notifications, real_app, wait_for
 from textual.pilot import Pilot
 from transformers import LlamaForCausalLM
 
@@ -26,10 +26,10 @@ from mergechat.core.api import (
     ReplyStarted,
 )
 from mergechat.core.dtypes import DType
+from mergechat.core.engine import switching
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.store import HistoryStore, default_path
 from mergechat.ui.app import MergechatApp
-from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,7 @@ RSS_MARGIN_MB = 12.0
 
 
 def _app(model: Path, max_new_tokens: int = 4) -> MergechatApp:
-    overrides = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
-    return MergechatApp(
-        AppOptions(model_path=model, device="cpu", dtype="bfloat16", generation_overrides=overrides)
-    )
+    return real_app(model, dtype="bfloat16", max_new_tokens=max_new_tokens, temperature=0.0)
 
 
 async def _ready(app: MergechatApp, pilot: Pilot[object]) -> None:
@@ -55,7 +52,7 @@ async def _ready(app: MergechatApp, pilot: Pilot[object]) -> None:
     await wait_for(
         pilot, lambda: chat.phase in ("ready", "error") and not chat.conversation.busy, 120
     )
-    assert chat.phase == "ready", [n.message for n in app._notifications]
+    assert chat.phase == "ready", notices(app)
 
 
 async def _send(app: MergechatApp, pilot: Pilot[object], text: str) -> None:
@@ -117,7 +114,7 @@ async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_w
         assert failed.footer_text == "failed: RuntimeError: injected fault in the forward pass"
         partial = failed.body.source
         assert partial  # the partial reply stays on screen
-        assert any(n.title == "Reply failed" for n in app._notifications)
+        assert any(n.title == "Reply failed" for n in notifications(app))
         # A failed reply is not part of the context.
         assert [m.role for m in app.chat.conversation.messages] == ["user"]
         assert engine_thread.is_alive()
@@ -139,23 +136,61 @@ async def test_a_reply_failing_mid_stream_is_marked_failed_and_the_next_prompt_w
     assert saved[1][2] == partial
 
 
+class _Valve:
+    """Holds the engine thread at a point until the test opens it, so the test (not the
+    machine's speed) decides whether a reply is still streaming or a switch still running."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._passes: int | None = None
+
+    def close_after(self, passes: int) -> None:
+        """Let ``passes`` more calls through, then hold the next ones until `open`."""
+        self._passes = passes
+        self._open.clear()
+
+    def open(self) -> None:
+        self._passes = None
+        self._open.set()
+
+    def wait(self) -> None:
+        """Called on the engine thread at the held point."""
+        if self._passes is not None and self._passes > 0:
+            self._passes -= 1
+            return
+        self._open.wait(30)
+
+
 async def test_a_switch_asked_for_while_a_reply_streams_is_queued_and_runs_after_it(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_forward = LlamaForCausalLM.forward
+    real_forward, real_switch = LlamaForCausalLM.forward, switching.switch
+    # A reply streams its prefill and a few tokens, then waits for the test; a switch has
+    # emitted SwitchStarted and cast the weights, then waits before it reports the outcome.
+    tokens, switch_outcome = _Valve(), _Valve()
 
-    def paced_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.005)  # the tiny model would finish 400 tokens before the test sees it stream
+    def held_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens.wait()
         return real_forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(LlamaForCausalLM, "forward", paced_forward)
-    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")  # the pacing is patched into this process
+    def held_switch(*args: Any, **kwargs: Any) -> Any:
+        result = real_switch(*args, **kwargs)
+        switch_outcome.wait()
+        return result
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", held_forward)
+    monkeypatch.setattr(switching, "switch", held_switch)
+    monkeypatch.setenv("MERGECHAT_ENGINE", "thread")  # the valves are patched into this process
     app = _app(tiny_model_dir, max_new_tokens=400)
     async with app.run_test(size=SIZE) as pilot:
         await _ready(app, pilot)
         chat = app.chat
+        tokens.close_after(3)
         await _send(app, pilot, "Tell me a long story")
-        await wait_for(pilot, lambda: chat.conversation.busy and _replies(app)[-1].streaming)
+        await wait_for(
+            pilot, lambda: chat.conversation.busy and _replies(app) and _replies(app)[-1].streaming
+        )
         asked: list[str] = []
         switch_dtype = app.engine.switch_dtype
 
@@ -169,6 +204,7 @@ async def test_a_switch_asked_for_while_a_reply_streams_is_queued_and_runs_after
         assert chat.phase == "generating" and app.switcher.queued == "float32" and asked == []
         assert chat.status.info.queued_dtype == "float32"
         await pilot.press("escape")  # the reply stops; the queued switch runs after it
+        tokens.open()
         await wait_for(pilot, lambda: asked == ["float32"])
         await _ready(app, pilot)
         assert app.model_state is not None and app.model_state.dtype == "float32"
@@ -176,20 +212,25 @@ async def test_a_switch_asked_for_while_a_reply_streams_is_queued_and_runs_after
         stopped = _replies(app)[-1]
         await wait_for(pilot, lambda: "bfloat16 · cpu · stopped" in stopped.footer_text)
 
+        switch_outcome.close_after(0)
         app.switch_precision("bfloat16")
         assert chat.phase == "switching"
         # While it switches: a prompt is refused (the text stays), Escape has nothing to stop.
         await _send(app, pilot, "Are you there?")
         await pilot.press("escape")
         assert chat.prompt.text == "Are you there?"
+        assert chat.phase == "switching" and not chat.conversation.busy
+        switch_outcome.open()
         await wait_for(pilot, lambda: chat.phase != "switching", 60)
         assert chat.phase == "ready"
         assert app.model_state is not None and app.model_state.dtype == "bfloat16"
         assert asked == ["float32", "bfloat16"]
         shown = len(_replies(app))
+        tokens.close_after(3)
         chat.action_send()  # the text kept in the input, sent now
         await wait_for(pilot, lambda: len(_replies(app)) > shown and _replies(app)[-1].streaming)
         await pilot.press("escape")
+        tokens.open()
         await _ready(app, pilot)
         reply = _replies(app)[-1]
         await wait_for(pilot, lambda: "bfloat16 · cpu · stopped" in reply.footer_text)
@@ -220,7 +261,7 @@ async def test_prompts_through_the_chat_screen_with_stops_and_new_chats(
             # The user turn stays; a reply is kept unless it was stopped before any text.
             assert len(chat.conversation.messages) in (before + 1, before + 2)
         assert stopped >= 1
-        assert not any(n.severity == "error" for n in app._notifications)
+        assert not any(n.severity == "error" for n in notifications(app))
     saved = _saved_messages()
     assert sum(role == "user" for role, _, _ in saved) == UI_PROMPTS
     assert {state for role, state, _ in saved if role == "assistant"} <= {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
 
+from fixtures.fake_engine import FakeEngine
 from mergechat.core.api import (
     CapabilitiesReady,
     ChatMessage,
@@ -28,7 +28,7 @@ from mergechat.ui.conversation import Conversation
 from mergechat.ui.engine_proxy import DeferredEngine, EngineNotReadyError
 from mergechat.ui.options import AppOptions
 from mergechat.ui.start_config import effective_config, load_request
-from mergechat.ui.verdicts import UNKNOWN, device_id, faster_text, precision_verdicts
+from mergechat.ui.verdicts import UNKNOWN, ShownVerdict, faster_text, precision_verdicts
 
 
 def test_conversation_send_finish_regenerate_continue() -> None:
@@ -92,32 +92,33 @@ def _caps() -> Capabilities:
 
 
 def test_verdicts_prefer_the_assessment_then_the_probes() -> None:
-    assert device_id("cuda:0+cpu offload") == "cuda:0" and device_id("cuda:0,cuda:1") == "cuda:0"
     assert precision_verdicts(None, "cpu") == dict.fromkeys(
-        ("float32", "bfloat16", "float16"), UNKNOWN
+        ("float32", "bfloat16", "float16"), ShownVerdict(None, UNKNOWN)
     )
     ready = CapabilitiesReady(_caps())
-    assert precision_verdicts(ready, "cuda:0+cpu offload") == {
-        "float32": "ok",
-        "bfloat16": "slow 4.2x per turn",
-        "float16": "unsupported: no kernel",
+    assert precision_verdicts(ready, None) == precision_verdicts(None, "cpu")  # a served model
+    assert precision_verdicts(ready, "cuda:0") == {
+        "float32": ShownVerdict("ok", "ok"),
+        "bfloat16": ShownVerdict("slow", "slow 4.2x per turn"),
+        "float16": ShownVerdict("unsupported", "unsupported: no kernel"),
     }
     fit = ChoiceVerdict("cuda:0", "float32", "does not fit", "does not fit: 9.1 GiB needed")
     assessment = Assessment((fit,), Recommendation("cuda:0", "bfloat16", None, "fastest"))
     verdicts = precision_verdicts(CapabilitiesReady(_caps(), assessment), "cuda:0")
-    assert verdicts["float32"] == "does not fit: 9.1 GiB needed"
-    assert verdicts["bfloat16"] == "slow 4.2x per turn"
+    assert verdicts["float32"] == ShownVerdict("does not fit", "does not fit: 9.1 GiB needed")
+    assert verdicts["float32"].blocked and not verdicts["bfloat16"].blocked
+    assert verdicts["bfloat16"].text == "slow 4.2x per turn"
 
 
 def test_the_loaded_precision_shows_its_measured_speed_and_a_faster_note() -> None:
     speed = MeasuredSpeed(170.0, 14.2, 150.0, 12.0, faster_dtype="float32", faster_by=2.14)
     state = ModelState(Path("/m"), "m", "cuda:0", "bfloat16", "bfloat16", 2048, speed=speed)
     verdicts = precision_verdicts(CapabilitiesReady(_caps()), "cuda:0", state)
-    assert verdicts["bfloat16"] == (
+    assert verdicts["bfloat16"].text == (
         "slow 4.2x per turn · measured on this model: decode 14 tok/s, prompts 170 tok/s "
         "(predicted 12 and 150)"
     )
-    assert verdicts["float32"] == "ok"  # only the loaded precision was measured
+    assert verdicts["float32"].text == "ok"  # only the loaded precision was measured
     assert faster_text(speed, "f3") == (
         "float32 would make chat turns about 2.1x faster on this machine (from this model's "
         "measured speed); press f3 to switch precision"

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_helpers import wait_for
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from screen_helpers import DetectEngine, HostApp, make_event, wait_until
+from screen_helpers import HostApp, detect_engine, make_event
 from textual.widgets import Input, Static
 
 from mergechat.core.api import ModelState
@@ -143,7 +144,7 @@ def test_deciding_a_reload_never_raises(
     state = None
     if loaded is not None:
         path, device, dtype = loaded
-        state = ModelState(Path(path), "m", device, dtype, dtype, 2048)
+        state = ModelState(Path(path), "m", device, dtype, dtype, 2048, device_id=device)
     recommendation = Recommendation(rec[0], rec[1], None, "why") if rec else None
     reload, switch = logic.decide_reload(old, new, state, recommendation)
     assert isinstance(reload, bool) and (switch is None or switch in DTYPES)
@@ -196,18 +197,18 @@ async def test_the_settings_screen_survives_any_typed_path(
     typed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    engine = DetectEngine()
+    engine, route = detect_engine()
     config_path = tmp_path / "config.toml"
 
     def make() -> SettingsScreen:
         screen = SettingsScreen(Config(), engine, None, config_path=config_path)  # type: ignore[arg-type]
-        engine.target = screen
+        route.target = screen
         return screen
 
     app = HostApp(make)
     async with app.run_test(size=(100, 50)) as pilot:
-        await wait_until(pilot, lambda: engine.target is not None and engine.target.is_mounted)
-        screen: SettingsScreen = engine.target
+        await wait_for(pilot, lambda: route.target is not None and route.target.is_mounted)
+        screen: SettingsScreen = route.target
         screen.query_one("#model-path", Input).value = typed
         await pilot.pause(0.3)
         screen.action_apply()

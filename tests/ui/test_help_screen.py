@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from screen_helpers import HostApp, wait_until
+from app_helpers import wait_for
+from screen_helpers import HostApp
 from textual.widgets import DataTable
 
 from mergechat.ui.screens.help import HelpScreen
@@ -28,7 +29,7 @@ def host() -> HostApp:
 async def test_lists_every_key_and_description() -> None:
     app = host()
     async with app.run_test() as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         table = app.screen.query_one(DataTable)
         rows = [tuple(str(cell) for cell in table.get_row_at(i)) for i in range(table.row_count)]
     assert rows == ROWS  # "[bold]" stays text: never read as markup
@@ -38,11 +39,11 @@ async def test_lists_every_key_and_description() -> None:
 async def test_closes_with(key: str) -> None:
     app = host()
     async with app.run_test() as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.press("down", "down")  # scrolling the list does not close it
         assert isinstance(app.screen, HelpScreen)
         await pilot.press(key)
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == [None]
 
 

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 
 from app_helpers import FakeApp, wait_for
-from fake_engine import Script
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets._footer import FooterKey
 
+from fixtures.fake_engine import Script
 from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.empty_hint import hint_text, key_name
 from mergechat.ui.widgets.status_bar import StatusBar, StatusInfo

@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from screen_helpers import UNSUPPORTED_HALF, HostApp, wait_until
+from app_helpers import wait_for
+from screen_helpers import UNSUPPORTED_HALF, HostApp
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
 from mergechat.core.dtypes import DType
-from mergechat.ui.screens.precision import PrecisionScreen, is_blocked
+from mergechat.ui.screens.precision import PrecisionScreen
+from mergechat.ui.verdicts import ShownVerdict
 
-VERDICTS: dict[DType, str] = {
-    "float32": "ok",
-    "bfloat16": "slow 4.2x",
-    "float16": UNSUPPORTED_HALF,
+VERDICTS: dict[DType, ShownVerdict] = {
+    "float32": ShownVerdict("ok", "ok"),
+    "bfloat16": ShownVerdict("slow", "slow 4.2x"),
+    "float16": ShownVerdict("unsupported", UNSUPPORTED_HALF),
 }
 
 
-def host(current: DType | None = "bfloat16", verdicts: dict[DType, str] | None = None) -> HostApp:
+def host(
+    current: DType | None = "bfloat16", verdicts: dict[DType, ShownVerdict] | None = None
+) -> HostApp:
     return HostApp(lambda: PrecisionScreen(current, VERDICTS if verdicts is None else verdicts))
 
 
@@ -29,7 +33,7 @@ def option_texts(app: HostApp) -> list[str]:
 
 
 async def opened(app: HostApp, pilot: Pilot[Any]) -> None:
-    await wait_until(pilot, lambda: isinstance(app.screen, PrecisionScreen))
+    await wait_for(pilot, lambda: isinstance(app.screen, PrecisionScreen))
 
 
 async def test_lists_the_three_precisions_in_order_with_verdicts_and_the_current_one() -> None:
@@ -53,7 +57,7 @@ async def test_a_digit_chooses_at_once(key: str, dtype: DType) -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press(key)
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == [dtype]
 
 
@@ -62,7 +66,7 @@ async def test_enter_chooses_the_highlighted_one() -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press("up", "enter")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["float32"]
 
 
@@ -71,7 +75,7 @@ async def test_escape_chooses_nothing() -> None:
     async with app.run_test() as pilot:
         await opened(app, pilot)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == [None]
 
 
@@ -89,12 +93,17 @@ async def test_an_unsupported_precision_cannot_be_chosen_and_says_why() -> None:
         await pilot.pause()
         assert app.results == []
         await pilot.press("1")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["float32"]
 
 
 async def test_missing_verdicts_and_no_current_precision() -> None:
-    app = host(current=None, verdicts={"float32": "does not fit: 9.1 GiB needed, 3.2 GiB free"})
+    app = host(
+        current=None,
+        verdicts={
+            "float32": ShownVerdict("does not fit", "does not fit: 9.1 GiB needed, 3.2 GiB free")
+        },
+    )
     async with app.run_test() as pilot:
         await opened(app, pilot)
         texts = option_texts(app)
@@ -104,13 +113,16 @@ async def test_missing_verdicts_and_no_current_precision() -> None:
         await pilot.pause()
         assert app.results == []
         await pilot.press("2")
-        await wait_until(pilot, lambda: app.results != [])
+        await wait_for(pilot, lambda: app.results != [])
     assert app.results == ["bfloat16"]
 
 
-def test_is_blocked() -> None:
-    assert is_blocked(UNSUPPORTED_HALF) and is_blocked("does not fit: 2 GiB needed")
-    assert not is_blocked("ok") and not is_blocked("slow 4.2x") and not is_blocked("")
+def test_blocking_is_read_from_the_verdict_kind_not_its_text() -> None:
+    assert ShownVerdict("unsupported", "whatever the wording").blocked
+    assert ShownVerdict("does not fit", "2 GiB needed").blocked
+    assert not ShownVerdict("ok", "unsupported-looking text").blocked
+    assert not ShownVerdict("slow", "slow 4.2x").blocked
+    assert not ShownVerdict(None, "not measured yet").blocked
 
 
 def test_precision_menu_snapshot(snap_compare: Any) -> None:

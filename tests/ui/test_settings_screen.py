@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_helpers import notifications, wait_for
 from screen_helpers import (
     CUDA_NO_FIT,
     REASON,
     UNSUPPORTED_HALF,
-    DetectEngine,
     HostApp,
+    detect_engine,
     make_event,
     make_info,
-    wait_until,
 )
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static, TextArea
 
+from fixtures.fake_engine import DetectAnswer
 from mergechat.core.api import ModelState
 from mergechat.core.detect.capabilities import Recommendation
 from mergechat.core.dtypes import DType
@@ -43,12 +44,12 @@ class Harness:
         *,
         config: Config | None = None,
         state: ModelState | None = None,
-        engine: DetectEngine | None = None,
+        answer: DetectAnswer | None = None,
         inspector: Any = make_info,
         config_path: Path | None = None,
     ) -> None:
         self.config = config or Config(model=ModelConfig(path=str(model_dir)))
-        self.engine = engine or DetectEngine()
+        self.engine, self.route = detect_engine(answer)
         self.config_path = config_path or model_dir.parent / "config.toml"
         self.inspector = inspector
         self.state = state
@@ -62,12 +63,12 @@ class Harness:
             inspector=self.inspector,
             config_path=self.config_path,
         )
-        self.engine.target = screen
+        self.route.target = screen
         return screen
 
     @property
     def screen(self) -> SettingsScreen:
-        screen = self.engine.target
+        screen = self.route.target
         assert isinstance(screen, SettingsScreen)
         return screen
 
@@ -76,9 +77,9 @@ class Harness:
 
     async def ready(self, pilot: Pilot[Any]) -> None:
         """Wait for the first detector answer and the model inspection."""
-        await wait_until(pilot, lambda: self.screen._caps is not None)
+        await wait_for(pilot, lambda: self.screen._caps is not None)
         if self.inspector is not None and self.config.model.path:
-            await wait_until(pilot, lambda: self.screen._info is not None)
+            await wait_for(pilot, lambda: self.screen._info is not None)
         await pilot.pause()
 
     async def choose(self, pilot: Pilot[Any], select_id: str, value: str) -> None:
@@ -93,8 +94,19 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def loaded_state(path: Path, dtype: DType = "bfloat16", device: str = "cpu") -> ModelState:
-    return ModelState(path, path.name, device, dtype, "bfloat16", 2048, merge_method="dare_ties")
+def loaded_state(
+    path: Path, dtype: DType = "bfloat16", device: str = "cpu", device_id: str | None = None
+) -> ModelState:
+    return ModelState(
+        path,
+        path.name,
+        device,
+        dtype,
+        "bfloat16",
+        2048,
+        merge_method="dare_ties",
+        device_id=device_id or device,
+    )
 
 
 async def test_shows_every_verdict_the_recommendation_and_the_model_dtypes(model_dir: Path) -> None:
@@ -118,8 +130,7 @@ async def test_shows_every_verdict_the_recommendation_and_the_model_dtypes(model
 
 
 async def test_without_an_assessment_the_bare_probes_are_shown(model_dir: Path) -> None:
-    engine = DetectEngine(lambda _p, _d: make_event(with_assessment=False))
-    h = Harness(model_dir, engine=engine)
+    h = Harness(model_dir, answer=lambda _p, _d: make_event(with_assessment=False))
     async with h.app.run_test(size=SIZE) as pilot:
         await h.ready(pilot)
         verdicts = h.text("#verdicts")
@@ -159,16 +170,16 @@ async def test_a_slow_choice_asks_first_and_going_back_keeps_the_screen(model_di
         await h.choose(pilot, "dtype", "float16")
         assert "slow 4.2x" in h.text("#choice-status")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
         reasons = " ".join(str(s.render()) for s in h.app.screen.query(".confirm-reason"))
         assert "slow 4.2x" in reasons and "overflow" in reasons  # bf16 merge -> fp16 is risky
         await pilot.press("enter")  # the focused button is "Go back"
-        await wait_until(pilot, lambda: h.app.screen is h.screen)
+        await wait_for(pilot, lambda: h.app.screen is h.screen)
         assert h.app.results == []
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     result = h.app.results[0]
     assert isinstance(result, SettingsResult)
     assert (result.config.model.device, result.config.model.dtype) == ("cuda:0", "float16")
@@ -181,15 +192,15 @@ async def test_float16_for_a_bfloat16_merge_is_risky_even_where_it_is_fast(
     model_dir: Path,
 ) -> None:
     texts = {("cpu", "float32"): "ok", ("cpu", "bfloat16"): "ok", ("cpu", "float16"): "ok"}
-    h = Harness(model_dir, engine=DetectEngine(lambda _p, _d: make_event(texts)))
+    h = Harness(model_dir, answer=lambda _p, _d: make_event(texts))
     async with h.app.run_test(size=SIZE) as pilot:
         await h.ready(pilot)
         await h.choose(pilot, "dtype", "float16")
         assert "65504" in h.text("#choice-status")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(h.app.screen, ConfirmScreen))
         await pilot.press("escape")
-        await wait_until(pilot, lambda: h.app.screen is h.screen)
+        await wait_for(pilot, lambda: h.app.screen is h.screen)
         assert h.app.results == []
 
 
@@ -233,10 +244,10 @@ async def test_a_server_url_is_not_read_as_a_folder_and_applies(model_dir: Path)
         await h.ready(pilot)
         url = "http://127.0.0.1:8000/v1"
         h.screen.query_one("#model-path", Input).value = url
-        await wait_until(pilot, lambda: "a model on a server" in h.text("#model-info"))
+        await wait_for(pilot, lambda: "a model on a server" in h.text("#model-info"))
         assert "no such file" not in h.text("#model-path-error")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     result = h.app.results[0]
     assert result.reload and result.config.model.path == url
 
@@ -250,7 +261,7 @@ async def test_generation_changes_are_saved_without_reloading(model_dir: Path) -
         h.screen.query_one("#gen-top_k", Input).value = "40"
         h.screen.query_one("#system-prompt", TextArea).text = 'Be "brief".\nNo \\ tricks.'
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     result = h.app.results[0]
     assert result == SettingsResult(result.config, reload=False, switch_dtype=None)
     assert result.config.generation == GenerationSettings(
@@ -268,7 +279,7 @@ async def test_only_a_new_dtype_on_a_loaded_model_becomes_a_switch(model_dir: Pa
         await h.ready(pilot)
         await h.choose(pilot, "dtype", "float32")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     assert h.app.results[0].switch_dtype == "float32"
     assert not h.app.results[0].reload
 
@@ -286,12 +297,12 @@ async def test_a_new_path_reloads_and_is_detected_once_typing_stops(
         path_input.focus()
         path_input.cursor_position = len(path_input.value)
         await pilot.press(*"other-model")
-        await wait_until(pilot, lambda: len(h.engine.detections) == 2)
+        await wait_for(pilot, lambda: len(h.engine.detections) == 2)
         await pilot.pause(0.5)
         assert h.engine.detections == [(model_dir, "auto"), (other, "auto")]
-        await wait_until(pilot, lambda: "other-model" in h.text("#model-info"))
+        await wait_for(pilot, lambda: "other-model" in h.text("#model-info"))
         await pilot.press("enter")  # Enter in a field applies
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     result = h.app.results[0]
     assert result.reload and result.config.model.path == str(other)
     assert result.config.recent_models[0] == str(other)
@@ -303,12 +314,12 @@ async def test_the_recent_list_fills_the_path(model_dir: Path, tmp_path: Path) -
     config = Config(model=ModelConfig(path=""), recent_models=[str(old), str(model_dir)])
     h = Harness(model_dir, config=config)
     async with h.app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: h.screen._caps is not None)
+        await wait_for(pilot, lambda: h.screen._caps is not None)
         assert h.engine.detections[0] == (None, "auto")
         assert "no model chosen" in h.text("#model-info")
         await h.choose(pilot, "recent", str(old))
         assert h.screen.query_one("#model-path", Input).value == str(old)
-        await wait_until(pilot, lambda: h.engine.detections[-1] == (old, "auto"))
+        await wait_for(pilot, lambda: h.engine.detections[-1] == (old, "auto"))
 
 
 async def test_escape_cancels_and_saves_nothing(model_dir: Path) -> None:
@@ -317,7 +328,7 @@ async def test_escape_cancels_and_saves_nothing(model_dir: Path) -> None:
         await h.ready(pilot)
         h.screen.query_one("#gen-temperature", Input).value = "0.1"
         await pilot.press("escape")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     assert h.app.results == [None]
     assert not h.config_path.exists()
 
@@ -354,7 +365,7 @@ async def test_keyboard_only_tab_order_and_select(model_dir: Path) -> None:
         await pilot.pause()
         assert h.screen.query_one("#dtype", Select).value == "float32"
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: h.app.results != [])
+        await wait_for(pilot, lambda: h.app.results != [])
     assert h.app.results[0].switch_dtype == "float32"
 
 
@@ -365,7 +376,7 @@ async def test_a_device_missing_here_falls_back_to_auto(model_dir: Path) -> None
         await h.ready(pilot)
         await pilot.pause()
         assert h.screen.query_one("#device", Select).value == "auto"
-        await wait_until(pilot, lambda: h.engine.detections[-1] == (model_dir, "auto"))
+        await wait_for(pilot, lambda: h.engine.detections[-1] == (model_dir, "auto"))
         assert h.engine.detections[0] == (model_dir, "mps")
 
 
@@ -376,8 +387,8 @@ async def test_a_config_that_cannot_be_saved_still_applies(model_dir: Path, tmp_
     async with h.app.run_test(size=SIZE) as pilot:
         await h.ready(pilot)
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: h.app.results != [])
-        notes = [n.message for n in h.app._notifications]
+        await wait_for(pilot, lambda: h.app.results != [])
+        notes = [n.message for n in notifications(h.app)]
         assert any("cannot save settings" in n for n in notes)
     assert isinstance(h.app.results[0], SettingsResult)
 
@@ -390,14 +401,14 @@ async def test_an_unreadable_model_shows_the_inspector_error(model_dir: Path) ->
 
     h = Harness(model_dir, inspector=broken)
     async with h.app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: "no config.json" in h.text("#model-info"))
+        await wait_for(pilot, lambda: "no config.json" in h.text("#model-info"))
 
 
 @pytest.mark.slow
 async def test_the_real_inspector_reads_a_real_merge(tiny_merge_dir: Path) -> None:
     h = Harness(tiny_merge_dir, inspector=None)
     async with h.app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: "merge" in h.text("#model-info"), timeout=10)
+        await wait_for(pilot, lambda: "merge" in h.text("#model-info"), timeout=10)
         info = h.text("#model-info")
     assert "dare_ties" in info and "bfloat16" in info
 
@@ -418,7 +429,7 @@ def test_complete_path_extends_to_the_first_match(tmp_path: Path) -> None:
 
 
 def test_settings_screen_snapshot(snap_compare: Any) -> None:
-    engine = DetectEngine()
+    engine, route = detect_engine()
     config = Config(
         model=ModelConfig(path="/models/tiny-merge", dtype="bfloat16"),
         generation=GenerationSettings(temperature=0.7, max_new_tokens=256),
@@ -429,11 +440,11 @@ def test_settings_screen_snapshot(snap_compare: Any) -> None:
         screen = SettingsScreen(
             config, engine, None, inspector=lambda p: make_info(p), config_path=Path("/dev/null/x")
         )
-        engine.target = screen
+        route.target = screen
         return screen
 
     async def settle(pilot: Pilot[Any]) -> None:
-        await wait_until(pilot, lambda: engine.target._info is not None)
+        await wait_for(pilot, lambda: route.target._info is not None)
         await pilot.pause()
 
     assert snap_compare(HostApp(make), terminal_size=(100, 50), run_before=settle)
@@ -467,7 +478,9 @@ REC = Recommendation("cpu", "bfloat16", None, REASON)
 def test_decide_reload(
     old: Config, new: Config, state_device: str, expected: tuple[bool, Any]
 ) -> None:
-    state = loaded_state(Path("/m/a"), "bfloat16", state_device)
+    # The device travels as data: the label is never parsed back.
+    device_id = {"cuda:0+cpu offload": "cuda:0"}.get(state_device, state_device)
+    state = loaded_state(Path("/m/a"), "bfloat16", state_device, device_id)
     assert logic.decide_reload(old, new, state, REC) == expected
 
 
@@ -509,9 +522,9 @@ async def test_closing_while_the_model_is_read_is_harmless(model_dir: Path) -> N
 
     h = Harness(model_dir, inspector=slow)
     async with h.app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: h.screen._caps is not None)
+        await wait_for(pilot, lambda: h.screen._caps is not None)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: h.app.results == [None])
+        await wait_for(pilot, lambda: h.app.results == [None])
         assert not h.screen.is_attached
         release.set()
         await pilot.pause(0.2)
@@ -522,8 +535,8 @@ async def test_closing_while_the_model_is_read_is_harmless(model_dir: Path) -> N
 
 
 async def test_results_handed_over_before_mount_are_shown(model_dir: Path) -> None:
-    engine = DetectEngine(lambda _p, _d: None)  # the engine never answers this time
-    h = Harness(model_dir, engine=engine)
+    # The engine never answers this time.
+    h = Harness(model_dir, answer=lambda _p, _d: None)
     original = h._make
 
     def make() -> SettingsScreen:
@@ -533,6 +546,6 @@ async def test_results_handed_over_before_mount_are_shown(model_dir: Path) -> No
 
     h.app._make_screen = make
     async with h.app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: "cuda:0" in h.text("#verdicts"))
+        await wait_for(pilot, lambda: "cuda:0" in h.text("#verdicts"))
         values = [value for _, value in h.screen.query_one("#device", Select)._options]
     assert values == ["auto", "cpu", "cuda:0"]

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app_helpers import FakeApp, wait_for
-from fake_engine import Script
 from textual.pilot import Pilot
+
+from fixtures.fake_engine import Script
 
 SIZE = (100, 30)
 REPLY = [

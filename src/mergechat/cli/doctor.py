@@ -95,7 +95,7 @@ def gather(request: DoctorRequest) -> DoctorReport:
 
     info = None
     if request.path is not None:
-        from mergechat.core.model.inspection import inspect_model
+        from mergechat.core.detect.model_support import inspect_model
 
         # Before probing: a path that is not a model fails fast. Problems that stop a model from
         # chatting are reported with the rest (run_doctor then exits 2).

@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from mergechat.core.errors import BadInputError
 from mergechat.core.visible import escape_control
@@ -69,15 +69,6 @@ def build_history_parser() -> argparse.ArgumentParser:
         prog="mergechat history",
         description="List, show, export and delete the conversations saved by the app.",
         allow_abbrev=False,
-    )
-    _configure(parser)
-    return parser
-
-
-def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``history`` to an ``add_subparsers()`` action; return its parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "history", help="list, show, export or delete saved conversations"
     )
     _configure(parser)
     return parser

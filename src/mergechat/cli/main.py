@@ -113,6 +113,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def _compare_parser() -> argparse.ArgumentParser:
+    from mergechat.cli.compare import build_compare_parser
+
+    return build_compare_parser()
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from mergechat.cli.compare import run_compare
+
+    _debug_logging(args)
+    return run_compare(args)
+
+
 Runner = Callable[[argparse.Namespace], int]
 
 #: Subcommands by name: a parser builder and a runner.
@@ -120,6 +133,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Runner]] = {
     "doctor": (build_doctor_parser, _run_doctor),
     "history": (build_history_parser, run_history),
     "serve": (_serve_parser, _run_serve),
+    "compare": (_compare_parser, _run_compare),
 }
 
 

@@ -130,9 +130,9 @@ def _require_serving_extras() -> None:
 def plan_for(request: ServeRequest, environ: dict[str, str]) -> ServePlan:
     """Inspect the model and run the detector here, then decide (no server started)."""
     from mergechat.core.detect.fidelity_cache import float16_safety
+    from mergechat.core.detect.model_support import inspect_model
     from mergechat.core.detect.probe import detect
     from mergechat.core.detect.probe_shape import shape_for
-    from mergechat.core.model.inspection import inspect_model
 
     vllm_installed = importlib.util.find_spec("vllm") is not None
     info = inspect_model(request.path, strict=True)

@@ -66,7 +66,7 @@ class ModelState:
 
     path: Path
     name: str
-    #: Human label: ``cpu``, ``cuda:0``, ``cuda:0+cpu offload``, ``cuda:0,cuda:1``.
+    #: Label for display only: ``cpu``, ``cuda:0``, ``cuda:0+cpu offload``, ``cuda:0,cuda:1``.
     device: str
     #: The dtype of the weights as read from the model's parameters, not the request.
     dtype: DType
@@ -82,6 +82,9 @@ class ModelState:
     reason: str = ""
     #: Measured on this model after the load or the last switch (None when not measured).
     speed: MeasuredSpeed | None = None
+    #: The detected device holding the weights (the first one when spread), as `DeviceInfo.id`
+    #: names it (``cpu``, ``cuda:0``, ``mps``); None when no local device does (a served model).
+    device_id: str | None = None
 
 
 @dataclass(frozen=True)

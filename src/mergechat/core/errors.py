@@ -31,10 +31,6 @@ class DeviceUnavailableError(BadInputError):
     """The requested device does not exist on this machine."""
 
 
-class ConfigError(BadInputError):
-    """A config or theme file is invalid; the message names the file, key and reason."""
-
-
 def first_line(exc: BaseException, *, typed: bool = True, limit: int = 300) -> str:
     """The first line of ``exc``'s message for a one-line report; its type name when it has none.
 

@@ -29,10 +29,10 @@ def real_engine(sink: EventSink) -> EngineClient:
 def freeze_long_lived_objects() -> None:
     """Collect garbage once, then move every surviving object out of the collector's reach.
 
-    A full collection walks every tracked object: with Textual loaded it paused the UI for
-    30-90 ms while a reply streamed, and with torch and transformers imported (370k objects)
-    0.3 s. What is alive after start-up, after a load and after the first reply (Markdown and
-    Pygments imported) lives until exit anyway, so later passes skip it (`gc.freeze`); the
+    A full collection walks every tracked object, a visible pause of the UI while a reply
+    streams, longer with torch and transformers imported (BENCHMARKS.md). What is alive after
+    start-up, after a load and after the first reply (Markdown and Pygments imported) lives
+    until exit anyway, so later passes skip it (`gc.freeze`); the
     collection before it keeps garbage, such as a replaced model's, from being frozen too.
     """
     gc.collect()

@@ -1,18 +1,34 @@
-"""Per-precision verdict lines for the precision menu, from the detector's latest results."""
+"""The detector's verdicts as the UI shows them: one line per choice, and the precision menu's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mergechat.core.api import CapabilitiesReady, MeasuredSpeed, ModelState
-from mergechat.core.detect.verdicts import probe_verdict_text
+from mergechat.core.detect.capabilities import BLOCKING_VERDICTS, ChoiceVerdict, Verdict
+from mergechat.core.detect.verdicts import probe_verdict, probe_verdict_text
 from mergechat.core.dtypes import DTYPES, DType
 
 #: Shown for a precision the detector has not reported on (yet).
 UNKNOWN = "not measured yet"
 
 
-def device_id(label: str) -> str:
-    """The first device of a `ModelState.device` label (``cuda:0+cpu offload`` -> ``cuda:0``)."""
-    return label.split("+", 1)[0].split(",", 1)[0].strip()
+@dataclass(frozen=True)
+class ShownVerdict:
+    """One precision's verdict in the menu: the detector's kind (None: not measured) and text."""
+
+    kind: Verdict | None
+    text: str
+
+    @property
+    def blocked(self) -> bool:
+        """True when the verdict rules the precision out (unsupported, does not fit)."""
+        return self.kind in BLOCKING_VERDICTS
+
+
+def verdict_line(choice: ChoiceVerdict) -> str:
+    """``slow 4.2x per turn · decode 1.3x faster, ...``: a model's verdict with its speed."""
+    return f"{choice.text} · {choice.speed}" if choice.speed else choice.text
 
 
 def measured_text(speed: MeasuredSpeed) -> str:
@@ -38,26 +54,23 @@ def faster_text(speed: MeasuredSpeed, key: str) -> str | None:
 
 
 def precision_verdicts(
-    ready: CapabilitiesReady | None, device_label: str, state: ModelState | None = None
-) -> dict[DType, str]:
-    """One short verdict per precision on the model's device (assessment first, then probes);
-    the loaded precision also shows what was measured on the model itself."""
-    device = device_id(device_label)
-    verdicts: dict[DType, str] = {}
+    ready: CapabilitiesReady | None, device: str | None, state: ModelState | None = None
+) -> dict[DType, ShownVerdict]:
+    """One short verdict per precision on ``device`` (`ModelState.device_id`; assessment first,
+    then probes); the loaded precision also shows what was measured on the model itself."""
+    verdicts: dict[DType, ShownVerdict] = {}
     for dtype in DTYPES:
-        text = UNKNOWN
-        if ready is not None:
+        shown = ShownVerdict(None, UNKNOWN)
+        if ready is not None and device is not None:
             choice = ready.assessment.verdict(device, dtype) if ready.assessment else None
             probe = ready.capabilities.probe(device, dtype)
             if choice is not None:
-                text = f"{choice.text} · {choice.speed}" if choice.speed else choice.text
+                shown = ShownVerdict(choice.verdict, verdict_line(choice))
             elif probe is not None:
-                text = probe_verdict_text(probe)
+                shown = ShownVerdict(probe_verdict(probe), probe_verdict_text(probe))
         if state is not None and state.dtype == dtype and state.speed is not None:
-            text = (
-                f"{text} · {measured_text(state.speed)}"
-                if text != UNKNOWN
-                else measured_text(state.speed)
-            )
-        verdicts[dtype] = text
+            measured = measured_text(state.speed)
+            text = measured if shown.kind is None else f"{shown.text} · {measured}"
+            shown = ShownVerdict(shown.kind, text)
+        verdicts[dtype] = shown
     return verdicts

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mergechat.core.detect.capabilities import Assessment, Capabilities
-from mergechat.core.detect.verdicts import format_bytes
 from mergechat.core.dtypes import DTYPES, DType
+from mergechat.core.text import format_bytes
 
 
 @dataclass(frozen=True)

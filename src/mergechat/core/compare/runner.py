@@ -49,7 +49,8 @@ class CompareRunner:
     """Runs a `ComparePlan`: `prepare` once, then `ask` as often as wanted; `close` at the end.
 
     ``on_event`` is called on the thread that runs `prepare`/`ask` (a view posts it on);
-    `stop` may be called from any thread.
+    `stop` may be called from any thread. ``one_at_a_time`` loads one model at a time even when
+    all would fit; ``dtype`` puts every local model in that precision.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class CompareRunner:
         device: str = "auto",
         dtype: DType | None = None,
         trust_remote_code: bool = False,
+        one_at_a_time: bool = False,
         on_event: CompareSink | None = None,
     ) -> None:
         self.plan = plan
@@ -69,6 +71,7 @@ class CompareRunner:
         self._device = device
         self._dtype = dtype
         self._trust_remote_code = trust_remote_code
+        self._one_at_a_time = one_at_a_time
         self._sink = on_event or (lambda _event: None)
         self._events: queue.Queue[tuple[int, EngineEvent]] = queue.Queue()
         self._columns = [Column(i, m) for i, m in enumerate(plan.models)]
@@ -105,6 +108,9 @@ class CompareRunner:
             same_precision=self._same_precision,
             dtype=self._dtype,
         )
+        if self._one_at_a_time and self.placement.together:
+            reason = "one model at a time (as asked): load, answer, unload"
+            self.placement = replace(self.placement, together=False, parallel=False, reason=reason)
         self._sink(ComparePlaced(self.placement))
         for col in self._columns:
             if col.usable and (self.placement.together or col.model.remote):

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from mergechat.core.detect.probe_shape import ProbeShape
 
 Verdict = Literal["ok", "slow", "unsupported", "does not fit"]
+#: Verdicts that rule a choice out (the others only warn).
+BLOCKING_VERDICTS: frozenset[Verdict] = frozenset({"unsupported", "does not fit"})
 DeviceKind = Literal["cpu", "cuda", "mps", "xpu"]
 
 

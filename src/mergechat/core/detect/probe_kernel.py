@@ -1,7 +1,7 @@
 """The probe's timed work in the model's shapes: decode steps, a prefill chunk, the LM head.
 
-Each piece is a `Staged` run so a pathologically slow dtype (emulated bfloat16 can be 500x slower)
-can be stopped between stages and its time extrapolated from the share of work done.
+Each piece is a `Staged` run so a pathologically slow dtype (emulated bfloat16 can be orders of
+magnitude slower) can be stopped between stages, its time extrapolated from the work done.
 """
 
 from __future__ import annotations

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from mergechat.core.detect.capabilities import ChoiceVerdict, DeviceInfo, FitResult, ProbeResult
+from mergechat.core.detect.capabilities import (
+    ChoiceVerdict,
+    DeviceInfo,
+    FitResult,
+    ProbeResult,
+    Verdict,
+)
 from mergechat.core.dtypes import DType
 from mergechat.core.text import format_bytes
 
@@ -48,19 +54,14 @@ def choice_verdict(
     if probe is None:
         return ChoiceVerdict(device.id, dtype, "unsupported", "unsupported: not probed", None, fit)
     if probe.verdict == "unsupported":
-        text = f"unsupported: {probe.error}" if probe.error else "unsupported"
-        return ChoiceVerdict(device.id, dtype, "unsupported", text, probe, fit)
+        return ChoiceVerdict(device.id, dtype, "unsupported", probe_verdict_text(probe), probe, fit)
     if fit.fits is False:
         assert fit.needed_bytes is not None and fit.free_bytes is not None
         needed, free = format_bytes(fit.needed_bytes), format_bytes(fit.free_bytes)
         text = f"does not fit: {needed} needed, {free} free"
         return ChoiceVerdict(device.id, dtype, "does not fit", text, probe, fit, speed)
-    if not probe.reliable:
-        return ChoiceVerdict(device.id, dtype, "ok", f"ok ({BUSY_TEXT})", probe, fit, speed)
-    if probe.verdict == "slow":
-        text = f"slow {probe.factor:.1f}x per turn" if probe.factor else "slow"
-        return ChoiceVerdict(device.id, dtype, "slow", text, probe, fit, speed)
-    return ChoiceVerdict(device.id, dtype, "ok", "ok", probe, fit, speed)
+    text = probe_verdict_text(probe)
+    return ChoiceVerdict(device.id, dtype, probe_verdict(probe), text, probe, fit, speed)
 
 
 def fastest_dtype(probes: list[ProbeResult]) -> str | None:
@@ -69,8 +70,16 @@ def fastest_dtype(probes: list[ProbeResult]) -> str | None:
     return min(timed, key=lambda p: p.seconds or 0.0).dtype if timed else None
 
 
+def probe_verdict(probe: ProbeResult) -> Verdict:
+    """The verdict a probe alone gives: ``ok`` when a busy machine made its timing unreliable."""
+    if probe.verdict != "unsupported" and not probe.reliable:
+        return "ok"
+    return probe.verdict
+
+
 def probe_verdict_text(probe: ProbeResult) -> str:
-    """A `ChoiceVerdict`-style text for a probe alone (no memory fit known)."""
+    """The text of a probe's verdict (``ok``, ``slow 4.2x per turn``, ``unsupported: ...``):
+    a `ChoiceVerdict`'s when the model fits, and the whole verdict when no fit is known."""
     if probe.verdict == "unsupported":
         return f"unsupported: {probe.error}" if probe.error else "unsupported"
     if not probe.reliable:

@@ -25,7 +25,6 @@ from mergechat.core.api import (
     EngineEvent,
     EngineNotice,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -40,6 +39,7 @@ from mergechat.core.api import (
 from mergechat.core.dtypes import DType
 from mergechat.core.engine.error_translation import translate
 from mergechat.core.engine.prompt_cache import PromptCache
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ class Engine:
     def _handle_detect(self, command: _Detect) -> None:
         from mergechat.core.detect import policy, probe
         from mergechat.core.detect.probe_shape import shape_for
-        from mergechat.core.model import inspection as inspect
+        from mergechat.core.detect import model_support as inspect
 
         info, failure = None, None
         if command.model_path is not None:

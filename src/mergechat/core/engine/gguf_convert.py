@@ -1,7 +1,7 @@
 """Convert a GGUF file into a dequantised safetensors model folder, in a child process.
 
 The conversion runs as ``python -m mergechat.core.engine.gguf_convert GGUF OUT`` so the calling
-process never runs torch (one thread per process does all torch work: see DESIGN.md) and the
+process never runs torch (one thread per process does all torch work) and the
 memory of the dequantised copy is returned to the system as soon as it is saved. The child
 reports each step as ``{"step": ...}`` and a failure as ``{"message": ..., "hint": ...,
 "exit_code": ...}``, one JSON object a line on stdout; the parent passes the steps on, with the

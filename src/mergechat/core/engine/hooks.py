@@ -96,15 +96,15 @@ class PrefillGuard:
     `PrefillCancelled` once ``cancel`` is set; hooks run before the layer touches anything, so
     nothing is left half done (the KV cache is per call and dropped). `remove` takes the hooks
     off when the first token arrives: decoding runs without them, at full speed (the hooks cost
-    ~0.1 ms per reply). Chunked prefill (``prefill_chunk_size``) would also give stop points,
-    but it made the prefill itself 2-5x slower on a CPU (measured with bfloat16 and float32).
+    little, once per reply). Chunked prefill (``prefill_chunk_size``) would also give stop
+    points, but it made the prefill itself several times slower on a CPU (BENCHMARKS.md).
     """
 
     def __init__(self, model: Any, cancel: threading.Event) -> None:
         self._cancel = cancel
         layers = _LAYERS.get(model)
         if layers is None:
-            # Walking a 30-layer model's modules takes ~0.6 ms: once per model, not per reply.
+            # Walking the model's modules is cheap but not free: once per model, not per reply.
             lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
             layers = [layer for layer_list in lists for layer in layer_list]
             _LAYERS[model] = layers

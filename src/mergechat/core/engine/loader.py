@@ -22,6 +22,7 @@ from mergechat.core.engine.finite_check import check_finite
 from mergechat.core.engine.model_generation_config import generation_config_kwargs
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.info import ModelInfo
+from mergechat.core.settings.device_choice import INDEXED_KINDS
 from mergechat.core.text import byte_unit
 
 Progress = Callable[[LoadProgress], None]
@@ -74,8 +75,8 @@ def load(
     ``release_previous`` is called once the request has passed every check that needs no
     weights, so a bad path or device keeps the previous model while a real load frees its memory.
     """
+    from mergechat.core.detect import model_support as inspect
     from mergechat.core.detect import policy, probe
-    from mergechat.core.model import inspection as inspect
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
@@ -174,7 +175,7 @@ def load_weights(
     if rec.device_map is None and rec.device != "cpu":
         model.to(rec.device)
     dtype = read_dtype(model)
-    device, offloaded = device_label(model)
+    device, device_id, offloaded = device_label(model)
     report(LoadProgress("warm-up", _STAGE_START["warm-up"], "first forward pass"))
     exact = holds_disk_values(info, dtype)
     # The warm-up pass reads the fidelity probe text, so a later switch reuses its logits.
@@ -197,6 +198,7 @@ def load_weights(
         merge_method=info.merge.merge_method if info.merge else None,
         fallback_template=fallback,
         reason=rec.reason,
+        device_id=device_id,
     )
     return LoadedModel(
         model=model,
@@ -241,11 +243,20 @@ def read_dtype(model: Any) -> DType:
     return dtype
 
 
-def device_label(model: Any) -> tuple[str, bool]:
-    """A label such as ``cpu``, ``cuda:0`` or ``cuda:0+cpu offload``, and if it is offloaded."""
+def _device_id(place: Any) -> str:
+    """The detected device's id for a torch device or device-map value (``mps:0`` -> ``mps``)."""
+    device = torch.device(f"cuda:{place}" if isinstance(place, int) else place)
+    kind = device.type
+    return f"{kind}:{device.index or 0}" if kind in INDEXED_KINDS else kind
+
+
+def device_label(model: Any) -> tuple[str, str, bool]:
+    """A label such as ``cpu``, ``cuda:0`` or ``cuda:0+cpu offload``, the id of the (first)
+    device holding weights, and whether it is offloaded."""
     device_map = getattr(model, "hf_device_map", None)
     if not device_map:
-        return str(next(model.parameters()).device), False
+        device = next(model.parameters()).device
+        return str(device), _device_id(device), False
     places: list[str] = []
     for value in device_map.values():
         place = f"cuda:{value}" if isinstance(value, int) else str(value)
@@ -256,7 +267,8 @@ def device_label(model: Any) -> tuple[str, bool]:
     for kind in ("cpu", "disk"):
         if kind in places and accelerators:
             label += f"+{kind} offload"
-    return label, len(places) > 1 or "disk" in places
+    main = _device_id(accelerators[0]) if accelerators else "cpu"
+    return label, main, len(places) > 1 or "disk" in places
 
 
 def context_max(info: ModelInfo, model: Any, tokenizer: Any) -> int:

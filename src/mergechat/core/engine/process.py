@@ -20,7 +20,6 @@ from mergechat.core.api import (
     EngineEvent,
     EngineNotice,
     EventSink,
-    GenerationSettings,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
@@ -47,6 +46,7 @@ from mergechat.core.engine.wire import (
     SwitchCommand,
 )
 from mergechat.core.settings import locations
+from mergechat.core.settings.generation import GenerationSettings
 
 
 class ProcessEngine:

@@ -11,8 +11,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergechat.core.api import ChatMessage, EngineEvent, GenerationSettings, LoadRequest
+from mergechat.core.api import ChatMessage, EngineEvent, LoadRequest
 from mergechat.core.dtypes import DType
+from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.streaming import ReplyStream
 
 

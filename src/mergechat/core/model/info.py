@@ -4,6 +4,7 @@ that find the `ModelProblem` s which stop a model from chatting (run by ``inspec
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -168,44 +169,6 @@ def embedding_rows(headers: list[SafetensorsHeader]) -> tuple[int | None, str]:
     return None, ""
 
 
-def architecture_problem(model_type: str | None, archs: list[Any]) -> ModelProblem | None:
-    """The problem when transformers cannot build a causal LM for config.json's model_type.
-
-    The loader uses ``AutoModelForCausalLM``, which picks its class from ``model_type`` alone
-    (``architectures`` is informative), so its mapping decides.
-    """
-    try:
-        import transformers
-        from transformers.models.auto.configuration_auto import (  # type: ignore[attr-defined]
-            CONFIG_MAPPING_NAMES,
-        )
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except Exception:  # pragma: no cover - a broken install is reported at load
-        return None
-    named = ", ".join(a for a in archs if isinstance(a, str))
-    named = f" (architectures: {named})" if named else ""
-    version = f"transformers {transformers.__version__}"
-    if model_type is None:
-        return ModelProblem(
-            f"config.json has no model_type{named}, so {version} cannot tell which "
-            "architecture to build",
-            hint='add the base model\'s "model_type" to config.json (for example "llama")',
-        )
-    if model_type not in CONFIG_MAPPING_NAMES:
-        return ModelProblem(
-            f"unknown model_type {model_type!r}{named}: {version} does not know this architecture",
-            hint="upgrade transformers, or fix model_type in config.json (copy it from the "
-            "base model)",
-        )
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return ModelProblem(
-            f"model_type {model_type!r}{named} is not a text-generation model: {version} has "
-            "no causal language model class for it",
-            hint="mergechat chats with causal language models (llama, mistral, qwen2, ...)",
-        )
-    return None
-
-
 def pickle_problem(files: tuple[Path, ...], unsafe_globals: PickleCheck) -> ModelProblem | None:
     """Refuse pickles that need more than ``torch.load(weights_only=True)``: they run code."""
     for file in files:
@@ -219,3 +182,24 @@ def pickle_problem(files: tuple[Path, ...], unsafe_globals: PickleCheck) -> Mode
                 "mergechat never fully unpickles weight files",
             )
     return None
+
+
+#: ``(model_type, architectures) -> problem``: whether the installed transformers can build it
+#: (`mergechat.core.detect.model_support`; below it, inspection cannot import transformers).
+ArchitectureCheck = Callable[[str | None, list[Any]], ModelProblem | None]
+
+
+def config_value(config: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` set in config.json, else in its ``text_config`` (multimodal)."""
+    text_config = config.get("text_config")
+    for scope in (config, text_config if isinstance(text_config, dict) else {}):
+        for key in keys:
+            if scope.get(key) is not None:
+                return scope[key]
+    return None
+
+
+def positive_int(value: Any) -> int | None:
+    """A positive int, else None (config values can be null, bools or floats)."""
+    positive = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if positive else None

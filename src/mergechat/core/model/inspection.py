@@ -11,13 +11,15 @@ from mergechat.core.dtypes import DType, normalize_dtype
 from mergechat.core.errors import ModelFolderError
 from mergechat.core.model.gguf import read_gguf_info
 from mergechat.core.model.info import (
+    ArchitectureCheck,
     ModelInfo,
     ModelProblem,
     WeightsFormat,
-    architecture_problem,
+    config_value,
     embedding_rows,
     json_problem,
     pickle_problem,
+    positive_int,
     tokenizer_size_problem,
 )
 from mergechat.core.model.pickle_scan import PickleCheck, unsafe_pickle_globals
@@ -46,7 +48,11 @@ _WEIGHT_HINT = (
 
 
 def inspect_model(
-    path: str | Path, *, strict: bool = False, pickle_check: PickleCheck = unsafe_pickle_globals
+    path: str | Path,
+    *,
+    strict: bool = False,
+    pickle_check: PickleCheck = unsafe_pickle_globals,
+    architecture_check: ArchitectureCheck | None = None,
 ) -> ModelInfo:
     """Describe the model at ``path`` (a folder or a ``.gguf`` file) from its files alone.
 
@@ -55,9 +61,10 @@ def inspect_model(
     `ModelFolderError` with one clear line when the path is not a model at all. Problems that
     stop it from chatting although it could be described go to `ModelInfo.problems` (with
     ``strict``, the first is raised: `require_usable`); problems that still allow loading
-    become ``ModelInfo.warnings``.
+    become ``ModelInfo.warnings``. The architecture is checked only with ``architecture_check``
+    (it needs transformers: `mergechat.core.detect.model_support.inspect_model` passes it).
     """
-    info = _inspect(path, pickle_check)
+    info = _inspect(path, pickle_check, architecture_check)
     if strict:
         require_usable(info)
     return info
@@ -78,7 +85,9 @@ def missing_path_error(given: Path) -> ModelFolderError:
     )
 
 
-def _inspect(path: str | Path, pickle_check: PickleCheck) -> ModelInfo:
+def _inspect(
+    path: str | Path, pickle_check: PickleCheck, architecture: ArchitectureCheck | None
+) -> ModelInfo:
     given = Path(path).expanduser()
     if not given.exists():
         raise missing_path_error(given)
@@ -115,7 +124,7 @@ def _inspect(path: str | Path, pickle_check: PickleCheck) -> ModelInfo:
         stray = ", ".join(sorted(n for n in names if n.endswith((".safetensors", ".bin")))[:3])
         found = f" (found {stray}, which transformers does not load)" if stray else ""
         raise ModelFolderError(f"no model weights in {target}{found}", hint=_WEIGHT_HINT)
-    return _from_folder(target, names, config, *weights, pickle_check)
+    return _from_folder(target, names, config, *weights, (pickle_check, architecture))
 
 
 def _from_folder(
@@ -125,8 +134,9 @@ def _from_folder(
     fmt: WeightsFormat,
     files: tuple[Path, ...],
     weight_map: dict[str, str],
-    pickle_check: PickleCheck,
+    checks: tuple[PickleCheck, ArchitectureCheck | None],
 ) -> ModelInfo:
+    pickle_check, architecture = checks
     warnings: list[str] = []
     problems: list[ModelProblem] = []
     parameter_count: int | None = None
@@ -151,7 +161,7 @@ def _from_folder(
         problem = pickle_problem(files, pickle_check)
         problems.extend([problem] if problem else [])
 
-    raw_dtype = _lookup(config, "dtype", "torch_dtype")
+    raw_dtype = config_value(config, "dtype", "torch_dtype")
     declared = normalize_dtype(raw_dtype) if raw_dtype is not None else None
     if isinstance(raw_dtype, str) and declared is None and raw_dtype != "auto":
         warnings.append(f"config.json declares dtype {raw_dtype!r}, which mergechat does not run")
@@ -166,19 +176,19 @@ def _from_folder(
         if stored and (mismatch := stored_dtype_warning(merge, stored[0])):
             warnings.append(mismatch)
 
-    vocab_size = _int(_lookup(config, "vocab_size"))
+    vocab_size = positive_int(config_value(config, "vocab_size"))
     archs = config.get("architectures")
     archs = archs if isinstance(archs, list) else []
-    model_type = _lookup(config, "model_type")
+    model_type = config_value(config, "model_type")
     ships_code = "auto_map" in config
     if ships_code:
         warnings.append(
             "the folder ships its own Python code (auto_map in config.json); mergechat runs it "
             "only with --trust-remote-code or [model] trust_remote_code = true"
         )
-    else:  # with its own code, the folder defines its architecture itself
+    elif architecture is not None:  # with its own code, the folder defines it itself
         top_type = config.get("model_type")
-        problem = architecture_problem(top_type if isinstance(top_type, str) else None, archs)
+        problem = architecture(top_type if isinstance(top_type, str) else None, archs)
         problems.extend([problem] if problem else [])
     has_tokenizer = _has_tokenizer(names)
     if not has_tokenizer:
@@ -191,9 +201,9 @@ def _from_folder(
     if size_problem is not None:
         warnings.append(size_problem.message)  # also a warning: doctor lists it with the rest
         problems.append(size_problem)
-    heads = _int(_lookup(config, *_HEAD_KEYS))
-    hidden = _int(_lookup(config, *_HIDDEN_KEYS))
-    head_dim = _int(_lookup(config, "head_dim"))
+    heads = positive_int(config_value(config, *_HEAD_KEYS))
+    hidden = positive_int(config_value(config, *_HIDDEN_KEYS))
+    head_dim = positive_int(config_value(config, "head_dim"))
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads
     return ModelInfo(
@@ -210,13 +220,13 @@ def _from_folder(
         has_tokenizer=has_tokenizer,
         has_chat_template=_has_chat_template(folder, names, warnings),
         has_generation_config="generation_config.json" in names,
-        context_length=_int(_lookup(config, *_CONTEXT_KEYS)),
+        context_length=positive_int(config_value(config, *_CONTEXT_KEYS)),
         vocab_size=vocab_size,
-        num_layers=_int(_lookup(config, *_LAYER_KEYS)),
-        num_kv_heads=_int(_lookup(config, *_KV_HEAD_KEYS)) or heads,
+        num_layers=positive_int(config_value(config, *_LAYER_KEYS)),
+        num_kv_heads=positive_int(config_value(config, *_KV_HEAD_KEYS)) or heads,
         head_dim=head_dim,
         hidden_size=hidden,
-        intermediate_size=_int(_lookup(config, *_INTERMEDIATE_KEYS)),
+        intermediate_size=positive_int(config_value(config, *_INTERMEDIATE_KEYS)),
         num_heads=heads,
         merge=merge,
         ships_code=ships_code,
@@ -330,19 +340,3 @@ def _has_chat_template(folder: Path, names: set[str], warnings: list[str]) -> bo
         warnings.append(f"{exc.message}; the tokenizer may not load")
         return False
     return bool(template)
-
-
-def _lookup(config: dict[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` set in config.json, else in its ``text_config`` (multimodal)."""
-    text_config = config.get("text_config")
-    for scope in (config, text_config if isinstance(text_config, dict) else {}):
-        for key in keys:
-            if scope.get(key) is not None:
-                return scope[key]
-    return None
-
-
-def _int(value: Any) -> int | None:
-    """A positive int, else None (config values can be null, bools or floats)."""
-    positive = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return value if positive else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from os import PathLike
@@ -29,6 +30,24 @@ def looks_remote(value: str | PathLike[str]) -> bool:
 def url_text(value: str | PathLike[str]) -> str:
     """The URL written by ``value`` with its ``scheme://`` restored."""
     return _URL_START.sub(lambda m: f"{m.group(1).lower()}://", str(value), count=1)
+
+
+def model_key(path: str | PathLike[str] | None) -> str:
+    """The form a model is stored and compared in (history, recent models, settings): a server's
+    URL as written, or the path absolute and resolved; "" for none.
+
+    A path is data: one that cannot exist here (a NUL, ~unknown-user, a name too long, a symlink
+    loop) keeps its absolute form instead of raising.
+    """
+    if not path:
+        return ""
+    if looks_remote(path):
+        return url_text(path)  # a served model: its URL (with the model id), not a file
+    text = os.path.expanduser(os.fspath(path))
+    try:
+        return str(Path(text).resolve())
+    except (OSError, ValueError, RuntimeError):
+        return os.path.abspath(text)
 
 
 class RemotePath(PosixPath):

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mergechat.core.model.target import model_key
 from mergechat.core.settings import locations, rules
 from mergechat.core.settings.generation import Bound, GenerationSettings
 from mergechat.core.settings.recent_models import MAX_RECENT_MODELS
-from mergechat.core.settings.recent_models import model_key as _model_key
 from mergechat.core.settings.rules import GENERATION_RULES, NAME_RE, show_value
 from mergechat.core.settings.rules import check_generation_value as check_generation_value
 from mergechat.core.settings.rules import parse_generation_field as parse_generation_field
@@ -205,7 +205,7 @@ class _Reader:
         for item in value:
             if not isinstance(item, str) or not item.strip() or "\x00" in item:
                 self._problem("ui.recent_models", "items must be paths", item, "skipped")
-            elif len(recent) < MAX_RECENT_MODELS and (key := _model_key(item)) not in seen:
+            elif len(recent) < MAX_RECENT_MODELS and (key := model_key(item)) not in seen:
                 seen.add(key)
                 recent.append(item)
         return recent
@@ -265,8 +265,8 @@ def remember_model(config: Config, path: str | Path) -> Config:
     """A copy of ``config`` with ``path`` (made absolute) first in the recent models (max 10)."""
     if not str(path).strip():
         return config
-    entry = _model_key(path)
-    others = [p for p in config.recent_models if _model_key(p) != entry]
+    entry = model_key(path)
+    others = [p for p in config.recent_models if model_key(p) != entry]
     return replace(config, recent_models=[entry, *others][:MAX_RECENT_MODELS])
 
 

@@ -83,10 +83,11 @@ def history_file() -> Path:
 
 def builtin_themes_dir() -> Path:
     """The themes shipped with mergechat: inside the wheel, or ``themes/`` of a source checkout."""
-    packaged = Path(__file__).resolve().parent.parent / "themes"
+    package = Path(__file__).resolve().parents[2]  # src/mergechat (this is core/settings/)
+    packaged = package / "themes"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[3] / "themes"
+    return package.parents[1] / "themes"
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -4,21 +4,13 @@ the user's ``config.toml``."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from mergechat.core.model.target import looks_remote, url_text
+from mergechat.core.model.target import model_key
 from mergechat.core.settings import locations
 from mergechat.core.settings.atomic import atomic_write
 
 MAX_RECENT_MODELS = 10
-
-
-def model_key(path: str | Path) -> str:
-    """``path`` absolute and normalised: the form stored and compared."""
-    if looks_remote(path):
-        return url_text(path)  # a served model: its URL (with the model id), not a file
-    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
 
 
 def load_recent(legacy: list[str], path: Path | None = None) -> list[str]:

@@ -20,7 +20,6 @@ from mergechat.core.store.schema import LATEST_VERSION
 from mergechat.core.visible import escape_control
 
 ExportFormat = Literal["md", "json"]
-EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = ("md", "json")
 JSON_FORMAT_NAME: Final = "mergechat.conversation"
 JSON_FORMAT_VERSION: Final = 1
 
@@ -92,6 +91,11 @@ def reply_details(message: StoredMessage, conversation_model: str = "") -> list[
     return lines
 
 
+def _model_name(model_path: str) -> str:
+    """A model's short name: its folder or file name, or a server's whole URL."""
+    return model_path if "://" in model_path else Path(model_path).name or model_path
+
+
 def to_markdown(conversation: Conversation) -> str:
     """A readable transcript; each reply names its model, device, precision and parameters."""
     out = [
@@ -103,8 +107,13 @@ def to_markdown(conversation: Conversation) -> str:
         f"- Exported by mergechat {__version__} on {_local(datetime.now().timestamp())}",
         "",
     ]
+    # A comparison (replies from several models) heads each reply with its model's name.
+    several = len({m.model_path for m in conversation.messages if m.role == "assistant"}) > 1
     for message in conversation.messages:
-        out += [f"## {_ROLE_HEADINGS[message.role]} · {_local(message.created)}", ""]
+        heading = _ROLE_HEADINGS[message.role]
+        if several and message.role == "assistant" and message.model_path:
+            heading = escape_control(_model_name(message.model_path))
+        out += [f"## {heading} · {_local(message.created)}", ""]
         out += [close_open_fence(message.text.rstrip()) or "*(no text)*", ""]
         if message.role == "assistant":
             # A quote block keeps the details apart from a list that may end the reply.

@@ -8,6 +8,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
+from mergechat.core.model.target import model_key
 from mergechat.core.store.db import MAX_ID
 from mergechat.core.store.records import (
     Conversation,
@@ -15,7 +16,6 @@ from mergechat.core.store.records import (
     StoredMessage,
     UnknownConversation,
     derive_title,
-    normalize_model_path,
 )
 
 _MESSAGE_COLUMNS: Final = (
@@ -107,7 +107,7 @@ class HistoryReads:
             row = conn.execute(
                 "SELECT id FROM conversations WHERE model_path = ? "
                 "ORDER BY updated DESC, id DESC LIMIT 1",
-                (normalize_model_path(model_path),),
+                (model_key(model_path),),
             ).fetchone()
         return None if row is None else int(row["id"])
 
@@ -120,7 +120,7 @@ class HistoryReads:
         with self._read() as conn:
             row = conn.execute(
                 "SELECT conversation_id FROM app_last_open WHERE model_path = ?",
-                (normalize_model_path(model_path),),
+                (model_key(model_path),),
             ).fetchone()
         if row is None:
             return False, None

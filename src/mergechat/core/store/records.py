@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal, TypedDict, get_args
 
 from mergechat.core.api import ChatMessage, ReplyStats, Role
 from mergechat.core.errors import BadInputError, MergechatError
-from mergechat.core.model.target import looks_remote, url_text
 from mergechat.core.settings.generation import GenerationSettings
 
 MessageState = Literal["complete", "stopped", "failed", "streaming"]
@@ -126,18 +124,3 @@ def derive_title(first_user_text: str | None) -> str:
     if not text:
         return UNTITLED
     return text if len(text) <= TITLE_MAX else text[: TITLE_MAX - 1].rstrip() + "…"
-
-
-def normalize_model_path(model_path: str | os.PathLike[str] | None) -> str:
-    """The absolute form of a model path, so the same model matches however it was typed."""
-    if not model_path:
-        return ""
-    if looks_remote(model_path):
-        return url_text(model_path)  # a served model: its URL (and model id), as given
-    # A path is data: one that cannot exist here (a NUL, ~unknown-user, a name too long, a
-    # symlink loop) is kept in its absolute form instead of raising.
-    text = os.path.expanduser(os.fspath(model_path))
-    try:
-        return str(Path(text).resolve())
-    except (OSError, ValueError, RuntimeError):
-        return os.path.abspath(text)

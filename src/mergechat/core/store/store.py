@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergechat.core.api import Role
+from mergechat.core.model.target import model_key
 from mergechat.core.settings import locations
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.db import (
@@ -33,7 +34,6 @@ from mergechat.core.store.records import (
     ReplyDetails,
     StoredMessage,
     UnknownConversation,
-    normalize_model_path,
 )
 from mergechat.core.store.schema import LATEST_VERSION
 
@@ -102,7 +102,7 @@ class HistoryStore(HistoryReads):
             cur = conn.execute(
                 "INSERT INTO conversations (title, model_path, created, updated) "
                 "VALUES (NULL, ?, ?, ?)",
-                (normalize_model_path(model_path), now, now),
+                (model_key(model_path), now, now),
             )
             return int(cur.lastrowid or 0)
 
@@ -184,7 +184,7 @@ class HistoryStore(HistoryReads):
                 "INSERT INTO app_last_open (model_path, conversation_id, updated) VALUES (?,?,?) "
                 "ON CONFLICT(model_path) DO UPDATE SET conversation_id = excluded.conversation_id, "
                 "updated = excluded.updated",
-                (normalize_model_path(model_path), conv_id, time.time()),
+                (model_key(model_path), conv_id, time.time()),
             )
 
     def _update_message(self, message_id: int, values: dict[str, object]) -> bool:
@@ -296,5 +296,5 @@ def _producer(
     if settings is not None:
         values["params_json"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
     if model_path is not None:
-        values["model_path"] = normalize_model_path(model_path)
+        values["model_path"] = model_key(model_path)
     return values

@@ -14,21 +14,16 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from mergechat.core.dtypes import DTYPES, DType
+from mergechat.ui.verdicts import ShownVerdict
 
-#: Verdict texts that mean "this precision cannot be used here".
-BLOCKING_PREFIXES = ("unsupported", "does not fit")
 _STYLES = {"ok": "$text-success", "slow": "$text-warning"}
+_NOT_MEASURED = ShownVerdict(None, "not measured")
 
 
-def is_blocked(verdict: str) -> bool:
-    """True when a verdict text (`ChoiceVerdict.text`) rules the precision out."""
-    return verdict.startswith(BLOCKING_PREFIXES)
-
-
-def _verdict_style(verdict: str) -> str:
-    if is_blocked(verdict):
+def _verdict_style(verdict: ShownVerdict) -> str:
+    if verdict.blocked:
         return "$text-error"
-    return _STYLES.get(verdict.split(" ", 1)[0], "$text-muted")
+    return _STYLES.get(verdict.kind or "", "$text-muted")
 
 
 class PrecisionScreen(ModalScreen[DType | None]):
@@ -51,7 +46,7 @@ class PrecisionScreen(ModalScreen[DType | None]):
     def __init__(
         self,
         current: DType | None,
-        verdicts: Mapping[DType, str],
+        verdicts: Mapping[DType, ShownVerdict],
         *,
         queued: DType | None = None,
         after_reply: bool = False,
@@ -84,13 +79,13 @@ class PrecisionScreen(ModalScreen[DType | None]):
         return "1-3 or ↑↓ Enter: switch · Esc: cancel"
 
     def _option(self, number: int, dtype: DType) -> Option:
-        verdict = self._verdicts.get(dtype, "not measured")
+        verdict = self._verdicts.get(dtype, _NOT_MEASURED)
         current = dtype == self._current
         prompt = Content.assemble(
             (f"{number} ", "bold $text-accent"),
             ("● " if current else "  ", "$text-primary"),
             (f"{dtype:<9} ", "bold" if current else ""),
-            (verdict, _verdict_style(verdict)),
+            (verdict.text, _verdict_style(verdict)),
             ("  (current)" if current else "", "$text-muted"),
             ("  (after this reply)" if dtype == self._queued else "", "$text-accent"),
         )
@@ -109,10 +104,11 @@ class PrecisionScreen(ModalScreen[DType | None]):
         """Choose the precision at ``index`` (0: float32, 1: bfloat16, 2: float16)."""
         dtype = DTYPES[index]
         self.query_one(OptionList).highlighted = index
-        verdict = self._verdicts.get(dtype, "")
-        if is_blocked(verdict):
+        verdict = self._verdicts.get(dtype, _NOT_MEASURED)
+        if verdict.blocked:
             notice = self.query_one("#precision-notice", Static)
-            notice.update(Content.styled(f"{dtype} cannot be used here: {verdict}", "$text-error"))
+            reason = f"{dtype} cannot be used here: {verdict.text}"
+            notice.update(Content.styled(reason, "$text-error"))
             notice.add_class("-shown")
             self.app.bell()
             return

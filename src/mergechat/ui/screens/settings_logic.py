@@ -8,16 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mergechat.core.api import CapabilitiesReady, ModelState
-from mergechat.core.detect.capabilities import Recommendation
+from mergechat.core.detect.capabilities import BLOCKING_VERDICTS, Recommendation
 from mergechat.core.detect.verdicts import probe_verdict_text
 from mergechat.core.dtypes import DType, has_range_of, normalize_dtype
 from mergechat.core.model.info import ModelInfo
-from mergechat.core.model.target import looks_remote, url_text
+from mergechat.core.model.target import looks_remote, model_key, url_text
 from mergechat.core.settings.config import Config
+from mergechat.core.settings.device_choice import DeviceChoice
 from mergechat.core.visible import escape_control
+from mergechat.ui.verdicts import verdict_line
 
 #: Verdicts that make a choice impossible to apply.
-BLOCKING = ("unsupported", "does not fit")
+BLOCKING = BLOCKING_VERDICTS
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def verdict_rows(event: CapabilitiesReady | None) -> list[VerdictRow]:
         return []
     if event.assessment is not None:
         return [
-            VerdictRow(v.device, v.dtype, v.verdict, f"{v.text} · {v.speed}" if v.speed else v.text)
+            VerdictRow(v.device, v.dtype, v.verdict, verdict_line(v))
             for v in event.assessment.verdicts
         ]
     return [
@@ -67,11 +69,15 @@ def model_path_problem(text: str) -> str | None:
 
 
 def device_id_for(wanted: str, device_ids: Sequence[str]) -> str | None:
-    """The existing device a config value names (``cuda`` means ``cuda:0``); None if absent."""
-    if wanted in device_ids:
-        return wanted
-    if ":" not in wanted:
-        return next((d for d in device_ids if d.startswith(f"{wanted}:")), None)
+    """The existing device a config value names (``cuda``: the first CUDA one); None if absent."""
+    try:
+        choice = DeviceChoice.parse(wanted)
+    except ValueError:
+        return None
+    if choice.device_id in device_ids:
+        return choice.device_id
+    if choice.index is None:
+        return next((d for d in device_ids if d.startswith(f"{choice.kind}:")), None)
     return None
 
 
@@ -132,29 +138,15 @@ def config_path(text: str) -> str:
     return os.path.abspath(os.path.expanduser(text))
 
 
-def _path_key(path: str | Path) -> str:
-    """The resolved form of ``path`` for comparing; its absolute form when it cannot resolve."""
-    if looks_remote(path):
-        return url_text(path)
-    text = os.path.expanduser(os.fspath(path))
-    try:
-        return str(Path(text).resolve())
-    except (OSError, ValueError, RuntimeError):
-        return os.path.abspath(text)
-
-
-def _base_device(label: str) -> str:
-    # ModelState.device is a label such as "cuda:0+cpu offload" or "cuda:0,cuda:1".
-    return label.split("+", 1)[0].split(",", 1)[0].strip()
-
-
 def _same_device(wanted: str, state: ModelState, rec: Recommendation | None) -> bool:
     if wanted == "auto":
         if rec is None:
             return False
         wanted = rec.device
-    loaded = _base_device(state.device)
-    return wanted == loaded or f"{wanted}:0" == loaded
+    try:
+        return DeviceChoice.parse(wanted).device_id == state.device_id
+    except ValueError:
+        return False
 
 
 def decide_reload(
@@ -170,7 +162,7 @@ def decide_reload(
         return False, None
     if state is None:
         return True, None
-    if _path_key(new.model.path) != _path_key(state.path):
+    if model_key(new.model.path) != model_key(state.path):
         return True, None
     if new.model.trust_remote_code != old.model.trust_remote_code:
         return True, None

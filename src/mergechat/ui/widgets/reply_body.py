@@ -1,8 +1,8 @@
 """`ReplyBody`: a reply's Markdown, cheap to stream into and rendered in full once at the end.
 
 Textual's `Markdown` widget mounts a widget per block; while a reply streams, each new block
-means a mount plus a layout pass over every widget on screen, which measured 100-400 ms per
-update here and made typing lag. So a reply is drawn with Rich's Markdown renderer into a few
+means a mount plus a layout pass over every widget on screen, which made typing lag
+(BENCHMARKS.md). So a reply is drawn with Rich's Markdown renderer into a few
 line-cached widgets: text that can no longer change (before a blank line outside a code fence)
 is frozen in a chunk rendered once; only the short tail is re-rendered as tokens arrive.
 `set_text` replaces the chunks with one widget holding the whole reply (the one full render);
@@ -145,11 +145,6 @@ class ReplyBody(Vertical):
     def source(self) -> str:
         """All the text shown."""
         return self._frozen + self.tail.source
-
-    @property
-    def chunk_count(self) -> int:
-        """How many widgets hold the text (1 after `set_text`)."""
-        return len(self.query_children(MarkdownText))
 
     def append(self, text: str) -> None:
         """Add streamed text; freeze the settled part of a long tail in its own chunk."""
