@@ -7,24 +7,24 @@ replayed when `attach` hands over the real one. Used from the UI thread only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-from mergechat.core.api import ChatMessage, EngineClient, LoadRequest
-from mergechat.core.dtypes import DType
-from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.api import EngineClient
+from mergechat.core.client_base import ClientBase
+from mergechat.core.client_commands import Command, GenerateCommand, apply, ask_reply
 
 
 class EngineNotReadyError(RuntimeError):
     """`generate` was called before the engine exists (there is no request id to return)."""
 
 
-class DeferredEngine:
+class DeferredEngine(ClientBase):
     """Forwards to the real engine once attached; queues load/detect/switch until then."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._engine: EngineClient | None = None
-        self._pending: list[Callable[[EngineClient], None]] = []
+        self._pending: list[Callable[[EngineClient], object]] = []
 
     @property
     def ready(self) -> bool:
@@ -38,7 +38,7 @@ class DeferredEngine:
         for call in pending:
             call(engine)
 
-    def _call(self, call: Callable[[EngineClient], None]) -> None:
+    def _call(self, call: Callable[[EngineClient], object]) -> None:
         if self._engine is None:
             self._pending.append(call)
         else:
@@ -47,34 +47,20 @@ class DeferredEngine:
     def start(self) -> None:
         """No-op: the real engine is started by whoever builds it."""
 
-    def load(self, request: LoadRequest) -> None:
-        """Load a model (queued until the engine exists)."""
-        self._call(lambda engine: engine.load(request))
+    def _submit(self, command: Command) -> None:
+        """Load, switch or detect (queued until the engine exists)."""
+        self._call(lambda engine: apply(engine, command))
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
+    def _reply(self, command: GenerateCommand) -> int:
         """Start a reply and return its request id; raises `EngineNotReadyError` before start."""
         if self._engine is None:
             raise EngineNotReadyError("the engine is still starting")
-        return self._engine.generate(messages, settings, continue_last=continue_last)
+        return ask_reply(self._engine, command)
 
     def cancel(self) -> None:
         """Stop the running reply; before start there is nothing to stop."""
         if self._engine is not None:
             self._engine.cancel()
-
-    def switch_dtype(self, dtype: DType) -> None:
-        """Switch precision (queued until the engine exists)."""
-        self._call(lambda engine: engine.switch_dtype(dtype))
-
-    def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
-        """Run the capability detector (queued until the engine exists)."""
-        self._call(lambda engine: engine.detect(model_path, device))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the real engine, if any, and drop queued calls."""

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO
 
 import mergechat
-from mergechat.core.engine.wire import Command, RelayedStream
+from mergechat.core.client_commands import Command
+from mergechat.core.engine.wire import RelayedStream
 from mergechat.core.settings import locations
 
 #: The engine process's stdout and stderr (library warnings, a crash's traceback).

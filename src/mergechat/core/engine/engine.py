@@ -8,39 +8,35 @@ process fight over the same cores).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import queue
-import threading
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergechat.core.api import (
     CapabilitiesReady,
-    ChatMessage,
     EngineEvent,
     EngineNotice,
     EventSink,
     LoadFailed,
     LoadRequest,
     ModelLoaded,
-    ModelState,
     ReplyFailed,
-    ReplyFinished,
-    ReplyStarted,
-    ReplyStats,
     SwitchFailed,
     SwitchFinished,
+)
+from mergechat.core.client_base import QueuedClient, answer_skipped
+from mergechat.core.client_commands import (
+    Command,
+    DetectCommand,
+    GenerateCommand,
+    LoadCommand,
+    SwitchCommand,
 )
 from mergechat.core.dtypes import DType
 from mergechat.core.engine.error_translation import translate
 from mergechat.core.engine.prompt_cache import PromptCache
-from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.streaming import ReplyStream
 
 if TYPE_CHECKING:
     from mergechat.core.engine.loader import LoadedModel
@@ -48,39 +44,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Load:
-    request: LoadRequest
-
-
-@dataclass(frozen=True)
-class _Generate:
-    request_id: int
-    messages: tuple[ChatMessage, ...]
-    settings: GenerationSettings
-    continue_last: bool
-    requested_at: float
-
-
-@dataclass(frozen=True)
-class _Switch:
-    dtype: DType
-
-
-@dataclass(frozen=True)
-class _Detect:
-    model_path: Path | None
-    device: str
-
-
-class _Stop:
-    pass
-
-
-_Command = _Load | _Generate | _Switch | _Detect | _Stop
-
-
-class Engine:
+class Engine(QueuedClient):
     """Implements `mergechat.core.api.EngineClient` with a command queue and one thread.
 
     ``sink`` is called on the engine thread for every event. ``probe_cache`` is the detector's
@@ -91,25 +55,12 @@ class Engine:
     def __init__(
         self, sink: EventSink, *, probe_cache: Path | None = None, reuse_cache: bool = True
     ) -> None:
-        self._sink = sink
+        super().__init__(sink, "mergechat-engine")
         self._prompt_cache = PromptCache(enabled=reuse_cache)
         self._probe_cache = probe_cache
-        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._last_id = 0
-        self._cancelled_upto = 0
-        self._thread: threading.Thread | None = None
         self._loaded: LoadedModel | None = None
-        self._state: ModelState | None = None
 
     # -- client side (any thread) ---------------------------------------------------------------
-    @property
-    def state(self) -> ModelState | None:
-        """What is loaded now (None before the first load or after a failed one)."""
-        return self._state
-
     @property
     def thread_ident(self) -> int | None:
         """The engine thread's ident once started (for checks that torch ran only there)."""
@@ -117,78 +68,24 @@ class Engine:
 
     def start(self) -> None:
         """Start the engine thread (idempotent)."""
-        if self._thread is None:
-            # transformers materialises weights in a thread pool by default; those threads would
-            # run torch ops beside the engine thread. Set here, before the thread exists.
-            os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
-            self._thread = threading.Thread(target=self._run, name="mergechat-engine", daemon=True)
-            self._thread.start()
-
-    def load(self, request: LoadRequest) -> None:
-        """Queue a model load; answers LoadProgress..., then ModelLoaded or LoadFailed."""
-        self._commands.put(_Load(request))
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
-        """Queue a reply and return its request id; answers ReplyStarted then Finished/Failed."""
-        requested_at = time.perf_counter()
-        with self._lock:
-            request_id = self._last_id = next(self._ids)
-        self._commands.put(
-            _Generate(request_id, tuple(messages), settings, continue_last, requested_at)
-        )
-        return request_id
-
-    def cancel(self) -> None:
-        """Stop the running reply at its next token and drop every reply queued so far."""
-        with self._lock:
-            self._cancelled_upto = self._last_id
-            self._cancel.set()
-
-    def switch_dtype(self, dtype: DType) -> None:
-        """Queue a precision switch; answers SwitchStarted then SwitchFinished or SwitchFailed."""
-        self._commands.put(_Switch(dtype))
-
-    def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
-        """Queue a detector run; answers CapabilitiesReady (with an Assessment for a path)."""
-        self._commands.put(_Detect(model_path, device))
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Cancel any reply, stop the thread after the queued commands and wait for it."""
-        self.cancel()
-        self._commands.put(_Stop())
-        if self._thread is not None:
-            self._thread.join(timeout)
+        # transformers materialises weights in a thread pool by default; those threads would
+        # run torch ops beside the engine thread. Set here, before the thread exists.
+        os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
+        super().start()
 
     # -- engine thread ----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            command = self._commands.get()
-            if isinstance(command, _Stop):
-                break
-            try:
-                self._dispatch(command)
-            except BaseException as exc:
-                # Even a SystemExit or KeyboardInterrupt raised by model code (remote code, a
-                # hook) ends only this command: nothing else may end the thread that owns the
-                # model, or every later command would wait forever.
-                self._fail(command, exc)
-        self._unload()
-
-    def _dispatch(self, command: _Command) -> None:
-        if isinstance(command, _Load):
+    def _dispatch(self, command: Command) -> None:
+        if isinstance(command, LoadCommand):
             self._handle_load(command.request)
-        elif isinstance(command, _Generate):
+        elif isinstance(command, GenerateCommand):
             self._handle_generate(command)
-        elif isinstance(command, _Switch):
+        elif isinstance(command, SwitchCommand):
             self._handle_switch(command.dtype)
-        elif isinstance(command, _Detect):
+        elif isinstance(command, DetectCommand):
             self._handle_detect(command)
+
+    def _stopped(self) -> None:
+        self._unload()
 
     def _handle_load(self, request: LoadRequest) -> None:
         from mergechat.core.engine import loader, speed_check
@@ -204,18 +101,17 @@ class Engine:
         self._set_loaded(loaded)
         self._emit(ModelLoaded(loaded.state, loaded.warnings))
 
-    def _handle_generate(self, command: _Generate) -> None:
+    def _handle_generate(self, command: GenerateCommand) -> None:
         from mergechat.core.engine import generation
 
         if self._loaded is None:
             self._emit(ReplyFailed(command.request_id, "no model is loaded", hint="load one first"))
             return
-        with self._lock:
-            cancelled = command.request_id <= self._cancelled_upto
-            if not cancelled:
-                self._cancel.clear()
-        if cancelled:
-            self._emit_skipped(command, self._loaded.state)
+        if not self._ids.begin(command.request_id):
+            state = self._loaded.state
+            answer_skipped(
+                self._sink, command.request_id, state.context_max, state.dtype, state.device
+            )
             return
         generation.reply(
             self._loaded,
@@ -223,7 +119,7 @@ class Engine:
             command.messages,
             command.settings,
             continue_last=command.continue_last,
-            cancel=self._cancel,
+            cancel=self._ids.stop,
             requested_at=command.requested_at,
             emit=self._emit,
             cache=self._prompt_cache,
@@ -251,10 +147,10 @@ class Engine:
         self._set_loaded(result)
         self._emit(outcome)
 
-    def _handle_detect(self, command: _Detect) -> None:
+    def _handle_detect(self, command: DetectCommand) -> None:
+        from mergechat.core.detect import model_support as inspect
         from mergechat.core.detect import policy, probe
         from mergechat.core.detect.probe_shape import shape_for
-        from mergechat.core.detect import model_support as inspect
 
         info, failure = None, None
         if command.model_path is not None:
@@ -275,14 +171,6 @@ class Engine:
             )
         self._emit(CapabilitiesReady(caps, assessment))
 
-    def _emit_skipped(self, command: _Generate, state: ModelState) -> None:
-        """Answer a reply cancelled before it started: an empty, stopped reply."""
-        stream = ReplyStream(lambda _ids: "")
-        stream.close()
-        self._emit(ReplyStarted(command.request_id, stream, 0, state.context_max))
-        stats = ReplyStats(0, 0, 0.0, 0.0, 0.0, 0, state.context_max, state.dtype, state.device)
-        self._emit(ReplyFinished(command.request_id, "", stats, "stopped"))
-
     def _set_loaded(self, loaded: LoadedModel | None) -> None:
         self._prompt_cache.drop()
         self._loaded = loaded
@@ -300,24 +188,24 @@ class Engine:
     def _emit(self, event: EngineEvent) -> None:
         self._sink(event)
 
-    def _fail(self, command: _Command, exc: BaseException) -> None:
+    def _fail(self, command: Command, exc: BaseException) -> None:
         """End ``command`` with its failure event; the thread carries on."""
         state = self._state
         dtype, device = (state.dtype, state.device) if state else (None, None)
-        if isinstance(command, _Load):
+        if isinstance(command, LoadCommand):
             request = command.request
             dtype = None if request.dtype == "auto" else request.dtype
             device = None if request.device == "auto" else request.device
-        elif isinstance(command, _Switch):
+        elif isinstance(command, SwitchCommand):
             dtype = command.dtype
         error = translate(exc, dtype=dtype, device=device)
         _log.debug("engine command %r failed", command, exc_info=exc)
         event: EngineEvent
-        if isinstance(command, _Load):
+        if isinstance(command, LoadCommand):
             event = LoadFailed(error.message, error.hint, state, exit_code=error.exit_code)
-        elif isinstance(command, _Generate):
+        elif isinstance(command, GenerateCommand):
             event = ReplyFailed(command.request_id, error.message, hint=error.hint)
-        elif isinstance(command, _Switch):
+        elif isinstance(command, SwitchCommand):
             event = SwitchFailed(error.message, state, error.hint)
         else:
             event = EngineNotice(f"{error}", level="error")

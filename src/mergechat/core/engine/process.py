@@ -8,65 +8,37 @@ keeping their text, and reports `EngineCrashed`. The next command starts a fresh
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from mergechat.core.api import (
-    ChatMessage,
     EngineCrashed,
     EngineEvent,
     EngineNotice,
     EventSink,
-    LoadFailed,
-    LoadRequest,
-    ModelLoaded,
-    ModelState,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
-    SwitchFailed,
-    SwitchFinished,
 )
-from mergechat.core.dtypes import DType
+from mergechat.core.client_base import ModelClient
+from mergechat.core.client_commands import CancelCommand, Command, GenerateCommand, StopCommand
 from mergechat.core.engine.child import LOG_NAME, EngineChild
-from mergechat.core.engine.wire import (
-    CancelCommand,
-    ChunkMessage,
-    Command,
-    DetectCommand,
-    GenerateCommand,
-    LoadCommand,
-    Message,
-    RelayedStream,
-    StartedMessage,
-    StopCommand,
-    SwitchCommand,
-)
+from mergechat.core.engine.wire import ChunkMessage, Message, RelayedStream, StartedMessage
 from mergechat.core.settings import locations
-from mergechat.core.settings.generation import GenerationSettings
 
 
-class ProcessEngine:
+class ProcessEngine(ModelClient):
     """An `EngineClient` whose engine runs in a child process started on first use.
 
     ``sink`` is called on the reader thread for every event, as `Engine` calls it on its thread.
     """
 
     def __init__(self, sink: EventSink, *, probe_cache: Path | None = None) -> None:
-        self._sink = sink
+        super().__init__(sink)
         self._probe_cache = probe_cache
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._child: EngineChild | None = None
-        self._state: ModelState | None = None
-
-    @property
-    def state(self) -> ModelState | None:
-        """What is loaded now, as last reported (None before a load or after a crash)."""
-        return self._state
 
     @property
     def pid(self) -> int | None:
@@ -95,43 +67,19 @@ class ProcessEngine:
             child.reader.start()
         return child
 
-    def _send(self, command: Command) -> None:
+    def _submit(self, command: Command) -> None:
         with self._lock:
             child = self._running_child()
+            if isinstance(command, GenerateCommand):
+                # Known before the process can answer, so its first chunk finds the reply.
+                child.open[command.request_id] = None
         child.send(command)
-
-    def load(self, request: LoadRequest) -> None:
-        """Queue a model load; answers LoadProgress..., then ModelLoaded or LoadFailed."""
-        self._send(LoadCommand(request))
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
-        """Queue a reply and return its request id; answers ReplyStarted then Finished/Failed."""
-        with self._lock:
-            child = self._running_child()
-            request_id = next(self._ids)
-            child.open[request_id] = None
-        child.send(GenerateCommand(request_id, tuple(messages), settings, continue_last))
-        return request_id
 
     def cancel(self) -> None:
         """Stop the running reply at its next token and drop every reply queued so far."""
         child = self._child
         if child is not None and not child.dead:
             child.send(CancelCommand())
-
-    def switch_dtype(self, dtype: DType) -> None:
-        """Queue a precision switch; answers SwitchStarted then SwitchFinished or SwitchFailed."""
-        self._send(SwitchCommand(dtype))
-
-    def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
-        """Queue a detector run; answers CapabilitiesReady (with an Assessment for a path)."""
-        self._send(DetectCommand(model_path, device))
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the engine process (killed if it has not ended after ``timeout`` seconds)."""
@@ -194,12 +142,8 @@ class ProcessEngine:
                     ended = child.open.pop(event.request_id, None)
                 if ended is not None:
                     ended.close()
-            self._track_state(event)
+            self._note_state(event)
         self._sink(event)
-
-    def _track_state(self, event: EngineEvent) -> None:
-        if isinstance(event, ModelLoaded | SwitchFinished | LoadFailed | SwitchFailed):
-            self._state = event.state
 
     def _crashed(self, child: EngineChild, ended: dict[int, RelayedStream | None]) -> None:
         """Fail the replies the dead process left open, then report the crash."""

@@ -1,61 +1,18 @@
-"""What crosses the pipes between the app and the engine process: commands, replies, text chunks.
+"""What the engine process sends the app over its pipe: events, reply starts, text chunks.
 
-Everything here pickles; nothing imports torch. A reply's `ReplyStream` cannot cross (its decoder
-is the tokenizer), so the engine process decodes it and sends text chunks that a `RelayedStream`
-in the app hands out with the same interface the widgets already drain.
+The commands going the other way are `mergechat.core.client_commands`. Everything pickles; nothing
+imports torch. A reply's `ReplyStream` cannot cross (its decoder is the tokenizer), so the engine
+process decodes it and sends text chunks that a `RelayedStream` in the app hands out with the same
+interface the widgets already drain.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from mergechat.core.api import ChatMessage, EngineEvent, LoadRequest
-from mergechat.core.dtypes import DType
-from mergechat.core.settings.generation import GenerationSettings
+from mergechat.core.api import EngineEvent
 from mergechat.core.streaming import ReplyStream
-
-
-# -- app -> engine process ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadCommand:
-    request: LoadRequest
-
-
-@dataclass(frozen=True)
-class GenerateCommand:
-    #: Allocated by the app, so `generate` returns at once; events carry it back.
-    request_id: int
-    messages: tuple[ChatMessage, ...]
-    settings: GenerationSettings
-    continue_last: bool
-
-
-@dataclass(frozen=True)
-class CancelCommand:
-    pass
-
-
-@dataclass(frozen=True)
-class SwitchCommand:
-    dtype: DType
-
-
-@dataclass(frozen=True)
-class DetectCommand:
-    model_path: Path | None
-    device: str
-
-
-@dataclass(frozen=True)
-class StopCommand:
-    timeout: float
-
-
-Command = (
-    LoadCommand | GenerateCommand | CancelCommand | SwitchCommand | DetectCommand | StopCommand
-)
 
 
 # -- engine process -> app ------------------------------------------------------------------------

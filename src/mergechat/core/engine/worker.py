@@ -18,20 +18,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from mergechat.core.api import EngineEvent, EngineNotice, ReplyFailed, ReplyFinished, ReplyStarted
+from mergechat.core.client_commands import Command, GenerateCommand, StopCommand, apply, ask_reply
 from mergechat.core.engine.engine import Engine
-from mergechat.core.engine.wire import (
-    CancelCommand,
-    ChunkMessage,
-    Command,
-    DetectCommand,
-    EventMessage,
-    GenerateCommand,
-    LoadCommand,
-    Message,
-    StartedMessage,
-    StopCommand,
-    SwitchCommand,
-)
+from mergechat.core.engine.wire import ChunkMessage, EventMessage, Message, StartedMessage
 from mergechat.core.streaming import ReplyStream
 
 _log = logging.getLogger(__name__)
@@ -80,22 +69,12 @@ class Worker:
         self._streaming.set()
 
     def _dispatch(self, command: Command) -> None:
-        engine = self.engine
         if isinstance(command, GenerateCommand):
             # Under the lock, so the engine thread cannot report the reply before its id is known.
             with self._ids_lock:
-                engine_id = engine.generate(
-                    command.messages, command.settings, continue_last=command.continue_last
-                )
-                self._ids[engine_id] = command.request_id
-        elif isinstance(command, CancelCommand):
-            engine.cancel()
-        elif isinstance(command, LoadCommand):
-            engine.load(command.request)
-        elif isinstance(command, SwitchCommand):
-            engine.switch_dtype(command.dtype)
-        elif isinstance(command, DetectCommand):
-            engine.detect(command.model_path, command.device)
+                self._ids[ask_reply(self.engine, command)] = command.request_id
+        else:
+            apply(self.engine, command)
 
     # -- engine thread ----------------------------------------------------------------------------
     def _sink(self, event: EngineEvent) -> None:

@@ -8,36 +8,29 @@ a cancel closes that stream. The precision is the server's: a switch answers why
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import queue
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from mergechat.core.api import (
-    ChatMessage,
     EngineNotice,
     EventSink,
     LoadFailed,
     LoadProgress,
-    LoadRequest,
     ModelLoaded,
     ModelState,
     ReplyFailed,
-    ReplyFinished,
-    ReplyStarted,
-    ReplyStats,
     SwitchFailed,
 )
+from mergechat.core.client_base import QueuedClient, answer_skipped
+from mergechat.core.client_commands import Command, GenerateCommand, LoadCommand, SwitchCommand
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.target import RemoteTarget, precision_help, target_of
 from mergechat.core.remote.auth import find_api_key
 from mergechat.core.remote.faults import server_text
-from mergechat.core.remote.reply import ReplyJob, TextStream, run_reply
+from mergechat.core.remote.reply import ReplyJob, run_reply
 from mergechat.core.remote.server_info import (
     NOT_REPORTED,
     ServerInfo,
@@ -45,7 +38,6 @@ from mergechat.core.remote.server_info import (
     describe,
     list_models,
 )
-from mergechat.core.settings.generation import GenerationSettings
 
 #: Seconds to wait for a server's answer (also between two streamed pieces);
 #: ``MERGECHAT_REMOTE_TIMEOUT`` overrides it.
@@ -63,121 +55,56 @@ def remote_timeout() -> float:
     return value if 0 < value < 86400 else DEFAULT_TIMEOUT_S
 
 
-@dataclass(frozen=True)
-class _Load:
-    request: LoadRequest
-
-
-@dataclass(frozen=True)
-class _Generate:
-    request_id: int
-    messages: tuple[ChatMessage, ...]
-    settings: GenerationSettings
-    continue_last: bool
-
-
-@dataclass(frozen=True)
-class _Switch:
-    dtype: DType
-
-
-class RemoteClient:
+class RemoteClient(QueuedClient):
     """An `EngineClient` whose model runs on a server; ``sink`` is called on its thread."""
 
     def __init__(self, sink: EventSink, *, timeout: float | None = None) -> None:
-        self._sink = sink
+        super().__init__(sink, "mergechat-remote")
         self._timeout = timeout or remote_timeout()
-        self._commands: queue.Queue[_Load | _Generate | _Switch | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._last_id = 0
-        self._cancelled_upto = 0
         self._open_stream: Any = None
         self._client: Any = None
         self._server: tuple[RemoteTarget, ServerInfo] | None = None
-        self._state: ModelState | None = None
         self._warned: set[str] = set()
-
-    @property
-    def state(self) -> ModelState | None:
-        """The served model in use (None before a load or after a failed one)."""
-        return self._state
-
-    def start(self) -> None:
-        """Start the worker thread (idempotent)."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="mergechat-remote", daemon=True
-                )
-                self._thread.start()
-
-    def load(self, request: LoadRequest) -> None:
-        """Queue a connection to the server in ``request.path``; answers ModelLoaded/LoadFailed."""
-        self._commands.put(_Load(request))
-
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
-        """Queue a reply and return its request id; answers ReplyStarted then Finished/Failed."""
-        with self._lock:
-            request_id = self._last_id = next(self._ids)
-        self._commands.put(_Generate(request_id, tuple(messages), settings, continue_last))
-        return request_id
 
     def cancel(self) -> None:
         """Close the streaming reply's connection and drop every reply queued so far."""
+        self._ids.cancel()
         with self._lock:
-            self._cancelled_upto = self._last_id
             stream = self._open_stream
         if stream is not None:
             # Closing a half-read response may fail: it is gone either way.
             with contextlib.suppress(Exception):
                 stream.close()
 
-    def switch_dtype(self, dtype: DType) -> None:
-        """A served model's precision is the server's: answers SwitchFailed saying how."""
-        self._commands.put(_Switch(dtype))
-
     def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
         """Nothing to measure on this machine for a served model."""
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop any reply and the worker thread."""
-        self.cancel()
-        self._commands.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().shutdown(timeout)
         if self._client is not None:
             self._client.close()
 
     # -- worker thread ----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            command = self._commands.get()
-            if command is None:
-                return
-            try:
-                if isinstance(command, _Load):
-                    self._load(command.request)
-                elif isinstance(command, _Generate):
-                    self._generate(command)
-                else:
-                    path = self._state.path if self._state is not None else None
-                    message = f"Cannot switch to {command.dtype}: {precision_help(path)}"
-                    self._sink(SwitchFailed(message, self._state))
-            except Exception as error:  # a bug must not end the thread: say it, keep going
-                self._sink(EngineNotice(f"remote client: {type(error).__name__}: {error}", "error"))
+    def _dispatch(self, command: Command) -> None:
+        if isinstance(command, LoadCommand):
+            self._load(command)
+        elif isinstance(command, GenerateCommand):
+            self._generate(command)
+        elif isinstance(command, SwitchCommand):  # the precision is the server's
+            path = self._state.path if self._state is not None else None
+            message = f"Cannot switch to {command.dtype}: {precision_help(path)}"
+            self._sink(SwitchFailed(message, self._state))
 
-    def _load(self, request: LoadRequest) -> None:
+    def _fail(self, command: Command, exc: BaseException) -> None:
+        # A bug must not end the thread: say it, keep going.
+        self._sink(EngineNotice(f"remote client: {type(exc).__name__}: {exc}", "error"))
+
+    def _load(self, command: LoadCommand) -> None:
         previous = self._state
         try:
-            target = target_of(request.path)
+            target = target_of(command.request.path)
             self._sink(LoadProgress("inspecting", 0.1, f"asking {target.base_url}"))
             key = find_api_key()
             models = list_models(target, key.value, min(self._timeout, 30.0))
@@ -207,14 +134,16 @@ class RemoteClient:
         self._state = _model_state(target, info)
         self._sink(ModelLoaded(self._state, tuple(warnings)))
 
-    def _generate(self, command: _Generate) -> None:
+    def _generate(self, command: GenerateCommand) -> None:
         request_id = command.request_id
         server, client = self._server, self._client
         if server is None or client is None:
             self._sink(ReplyFailed(request_id, "no model is loaded", hint="load one first"))
             return
-        if self._cancelled(request_id):
-            self._skip(request_id, server[1])
+        if not self._ids.begin(request_id):
+            info = server[1]
+            dtype = cast(DType, info.dtype or "")
+            answer_skipped(self._sink, request_id, info.context_max or 0, dtype, info.device or "")
             return
         target, info = server
         job = ReplyJob(
@@ -224,7 +153,7 @@ class RemoteClient:
             command.messages,
             command.settings,
             command.continue_last,
-            cancelled=lambda: self._cancelled(request_id),
+            cancelled=lambda: self._ids.cancelled(request_id),
             on_open=self._opened,
         )
         run_reply(client, job, self._sink)
@@ -232,20 +161,6 @@ class RemoteClient:
     def _opened(self, stream: Any) -> None:
         with self._lock:
             self._open_stream = stream
-
-    def _cancelled(self, request_id: int) -> bool:
-        with self._lock:
-            return request_id <= self._cancelled_upto
-
-    def _skip(self, request_id: int, info: ServerInfo) -> None:
-        """Answer a reply cancelled before it started: an empty, stopped reply."""
-        stream = TextStream()
-        stream.close()
-        context = info.context_max or 0
-        self._sink(ReplyStarted(request_id, stream, 0, context))
-        dtype = cast(DType, info.dtype or "")
-        stats = ReplyStats(0, 0, 0.0, 0.0, 0.0, 0, context, dtype, info.device or "")
-        self._sink(ReplyFinished(request_id, "", stats, "stopped"))
 
 
 def _model_state(target: RemoteTarget, info: ServerInfo) -> ModelState:

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from mergechat.core.api import (
-    ChatMessage,
-    EngineClient,
-    EventSink,
-    LoadRequest,
-)
-from mergechat.core.dtypes import DType
+from mergechat.core.api import EngineClient, EventSink, LoadRequest
+from mergechat.core.client_base import ClientBase
+from mergechat.core.client_commands import Command, GenerateCommand, apply, ask_reply
 from mergechat.core.model.target import looks_remote
-from mergechat.core.settings.generation import GenerationSettings
 
 LocalFactory = Callable[[EventSink], EngineClient]
 
@@ -32,7 +27,7 @@ def _remote_client(sink: EventSink) -> EngineClient:
     return RemoteClient(sink)
 
 
-class RoutingEngine:
+class RoutingEngine(ClientBase):
     """Routes each command to the engine of the model last asked for (local or remote)."""
 
     def __init__(
@@ -43,6 +38,7 @@ class RoutingEngine:
         *,
         start_local: bool = True,
     ) -> None:
+        super().__init__()
         self._sink = sink
         self._start_local = start_local
         self._factories = {False: local, True: remote}
@@ -82,25 +78,19 @@ class RoutingEngine:
             target=lambda: self._engine(remote).load(request), name="mergechat-engine", daemon=True
         ).start()
 
-    def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        settings: GenerationSettings,
-        *,
-        continue_last: bool = False,
-    ) -> int:
-        """Queue a reply on the side in use."""
-        return self._engine(self.remote).generate(messages, settings, continue_last=continue_last)
+    def _reply(self, command: GenerateCommand) -> int:
+        """Queue a reply on the side in use; its id is that side's."""
+        return ask_reply(self._engine(self.remote), command)
+
+    def _submit(self, command: Command) -> None:
+        """A switch (the one command not routed above) goes to the side in use."""
+        apply(self._engine(self.remote), command)
 
     def cancel(self) -> None:
         """Stop the reply of the side in use (if it was ever started)."""
         engine = self._engines.get(self.remote)
         if engine is not None:
             engine.cancel()
-
-    def switch_dtype(self, dtype: DType) -> None:
-        """Switch on the side in use (a served model answers why it cannot)."""
-        self._engine(self.remote).switch_dtype(dtype)
 
     def detect(self, model_path: Path | None = None, device: str = "auto") -> None:
         """This machine's devices (and a local model's fit) come from the local engine only."""
