@@ -6,18 +6,14 @@ from typing import TYPE_CHECKING, Literal
 
 from mergechat.core.api import FinishReason, ModelState, ReplyStats, Role
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.store.records import (
-    HistoryUnavailable,
-    MessageState,
-    ReplyDetails,
-    StoredMessage,
-    UnknownConversation,
-)
+from mergechat.core.store.records import HistoryUnavailable, StoredMessage, UnknownConversation
 from mergechat.core.store.reply_writer import STORED_STATES, ReplyHandle, ReplyWriter
 from mergechat.core.store.session import HistorySession, ModelPath
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from mergechat.core.store.records import MessageState, ReplyDetails
 
 #: How a reply is asked for: a new one, one replacing the last reply, or one extending it.
 ReplyKind = Literal["new", "regenerate", "continue"]
