@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from threading import Event
 from typing import Any
 
+import pytest
 from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
 from textual.command import CommandPalette
 from textual.pilot import Pilot
@@ -173,17 +174,21 @@ async def test_a_second_choice_from_the_palette_replaces_the_queued_one() -> Non
         assert switches(fake) == ["float16"]
 
 
-async def test_the_queued_switch_runs_after_a_reply_stopped_with_escape() -> None:
+@pytest.mark.parametrize("key", ["escape", "ctrl+n"])
+async def test_the_queued_switch_runs_after_a_reply_stopped_or_left_for_a_new_chat(
+    key: str,
+) -> None:
     fake = FakeApp(Script(reply=["word "] * 400, token_delay=0.01))
     async with fake.app.run_test(size=SIZE) as pilot:
         await streaming(fake, pilot)
         fake.app.switch_precision("float32")
-        await pilot.press("escape")
+        await pilot.press(key)
         await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float32")
         await settled(fake, pilot)
         assert switches(fake) == ["float32"]
-        reply = fake.app.chat.query_one(AssistantMessage)
-        assert "stopped" in reply.footer_text
+        if key == "escape":  # the stopped reply stays (a new chat clears the screen)
+            reply = fake.app.chat.query_one(AssistantMessage)
+            assert "stopped" in reply.footer_text
 
 
 async def test_the_queued_switch_runs_after_a_failed_reply() -> None:
@@ -205,17 +210,6 @@ async def test_a_failure_that_left_no_model_drops_the_queued_switch_with_a_notic
         await pilot.pause()
         assert switches(fake) == []
         assert any("switch to float32 is dropped" in n for n in notes(fake))
-
-
-async def test_a_new_chat_ends_the_reply_and_the_queued_switch_runs() -> None:
-    fake = FakeApp(Script(reply=["word "] * 400, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await streaming(fake, pilot)
-        fake.app.switch_precision("float32")
-        await pilot.press("ctrl+n")
-        await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float32")
-        await settled(fake, pilot)
-        assert switches(fake) == ["float32"]
 
 
 async def test_loading_a_model_drops_the_queued_switch() -> None:
