@@ -281,4 +281,13 @@ class EngineClient(Protocol):
 
     def detect(self, model_path: Path | None = None, device: str = "auto") -> None: ...
 
+    def score_agreement(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        reference: str,
+        *,
+        reference_ids: Sequence[int] | None = None,
+    ) -> int: ...
+
     def shutdown(self, timeout: float = 5.0) -> None: ...

@@ -132,6 +132,20 @@ class ClientBase(ABC):
         """Queue a detector run; answers CapabilitiesReady (with an Assessment for a path)."""
         self._submit(cmd.DetectCommand(model_path, device))
 
+    def score_agreement(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        reference: str,
+        *,
+        reference_ids: Sequence[int] | None = None,
+    ) -> int:
+        """Queue a teacher-forced score of ``reference`` as the reply; answers AgreementScored."""
+        ids = tuple(reference_ids) if reference_ids is not None else None
+        command = cmd.ScoreCommand(self._ids.new(), tuple(messages), settings, reference, ids)
+        self._submit(command)
+        return command.request_id
+
     def _reply(self, command: cmd.GenerateCommand) -> int:
         """Queue the reply ``command`` asks for; a forwarding client returns the other's id."""
         self._submit(command)

@@ -57,6 +57,18 @@ class DetectCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreCommand:
+    """`EngineClient.score_agreement`: top-1 agreement with ``reference`` as the answer."""
+
+    request_id: int
+    messages: tuple[ChatMessage, ...]
+    settings: GenerationSettings
+    reference: str
+    #: The reference's token ids when it came from the same tokenizer (exact, no re-encoding).
+    reference_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StopCommand:
     """`EngineClient.shutdown`: ends the queue once the commands before it have run."""
 
@@ -64,7 +76,13 @@ class StopCommand:
 
 
 Command = (
-    LoadCommand | GenerateCommand | CancelCommand | SwitchCommand | DetectCommand | StopCommand
+    LoadCommand
+    | GenerateCommand
+    | CancelCommand
+    | SwitchCommand
+    | DetectCommand
+    | ScoreCommand
+    | StopCommand
 )
 
 
@@ -78,6 +96,11 @@ def apply(client: EngineClient, command: Command) -> int | None:
     """Make the `EngineClient` call ``command`` stands for; a reply's request id is returned."""
     if isinstance(command, GenerateCommand):
         return ask_reply(client, command)
+    if isinstance(command, ScoreCommand):
+        ids = command.reference_ids
+        return client.score_agreement(
+            command.messages, command.settings, command.reference, reference_ids=ids
+        )
     if isinstance(command, LoadCommand):
         client.load(command.request)
     elif isinstance(command, SwitchCommand):

@@ -217,7 +217,8 @@ class CompareRunner:
             col.agreement_note = "this engine cannot score agreement"
             return
         self._phase(col, "scoring")
-        col.begin("score", scorer(messages, settings, reference.reply))
+        ids = _token_ids(reference.stream) if same_tokenizer(self.plan) else None
+        col.begin("score", scorer(messages, settings, reference.reply, reference_ids=ids))
         self._wait([col])
         self._phase(col, "done")
 

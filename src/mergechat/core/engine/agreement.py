@@ -54,11 +54,13 @@ def score_reply(
     messages: Sequence[ChatMessage],
     settings: GenerationSettings,
     reference: str,
+    reference_ids: Sequence[int] | None = None,
 ) -> Agreement:
     """The agreement of ``loaded`` with ``reference`` as the answer to ``messages``.
 
-    The reference text is tokenised with this model's own tokenizer, so models whose tokenizers
-    differ are still scored; the reply is cut to what the context window holds.
+    The reference text is tokenised with this model's own tokenizer (unless ``reference_ids``
+    from the same tokenizer are given), so models whose tokenizers differ are still scored; the
+    reply is cut to what the context window holds.
     """
     tokenizer, state = loaded.tokenizer, loaded.state
     prompt = build_prompt(
@@ -68,6 +70,9 @@ def score_reply(
         context_max=state.context_max,
         fallback_template=state.fallback_template,
     )
-    reply_ids = list(tokenizer.encode(reference, add_special_tokens=False))
+    if reference_ids is not None:  # the same tokenizer made them: exact, no re-encoding
+        reply_ids = list(reference_ids)
+    else:
+        reply_ids = list(tokenizer.encode(reference, add_special_tokens=False))
     room = max(0, state.context_max - prompt.tokens)
     return top1_agreement(loaded.model, prompt.input_ids, reply_ids[:room])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergechat.core.api import (
+    AgreementScored,
     CapabilitiesReady,
     EngineEvent,
     EngineNotice,
@@ -32,6 +33,7 @@ from mergechat.core.client_commands import (
     DetectCommand,
     GenerateCommand,
     LoadCommand,
+    ScoreCommand,
     SwitchCommand,
 )
 from mergechat.core.dtypes import DType
@@ -83,6 +85,25 @@ class Engine(QueuedClient):
             self._handle_switch(command.dtype)
         elif isinstance(command, DetectCommand):
             self._handle_detect(command)
+        elif isinstance(command, ScoreCommand):
+            self._handle_score(command)
+
+    def _handle_score(self, command: ScoreCommand) -> None:
+        from mergechat.core.engine.agreement import score_reply
+
+        if self._loaded is None:
+            self._emit(AgreementScored(command.request_id, message="no model is loaded"))
+            return
+        found = score_reply(
+            self._loaded,
+            command.messages,
+            command.settings,
+            command.reference,
+            command.reference_ids,
+        )
+        self._emit(
+            AgreementScored(command.request_id, found.matched, found.tokens, found.first_miss)
+        )
 
     def _stopped(self) -> None:
         self._unload()
@@ -205,6 +226,8 @@ class Engine(QueuedClient):
             event = LoadFailed(error.message, error.hint, state, exit_code=error.exit_code)
         elif isinstance(command, GenerateCommand):
             event = ReplyFailed(command.request_id, error.message, hint=error.hint)
+        elif isinstance(command, ScoreCommand):
+            event = AgreementScored(command.request_id, message=error.message)
         elif isinstance(command, SwitchCommand):
             event = SwitchFailed(error.message, state, error.hint)
         else:

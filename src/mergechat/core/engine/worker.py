@@ -17,8 +17,21 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mergechat.core.api import EngineEvent, EngineNotice, ReplyFailed, ReplyFinished, ReplyStarted
-from mergechat.core.client_commands import Command, GenerateCommand, StopCommand, apply, ask_reply
+from mergechat.core.api import (
+    AgreementScored,
+    EngineEvent,
+    EngineNotice,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+)
+from mergechat.core.client_commands import (
+    Command,
+    GenerateCommand,
+    ScoreCommand,
+    StopCommand,
+    apply,
+)
 from mergechat.core.engine.engine import Engine
 from mergechat.core.engine.wire import ChunkMessage, EventMessage, Message, StartedMessage
 from mergechat.core.streaming import ReplyStream
@@ -69,10 +82,10 @@ class Worker:
         self._streaming.set()
 
     def _dispatch(self, command: Command) -> None:
-        if isinstance(command, GenerateCommand):
+        if isinstance(command, GenerateCommand | ScoreCommand):
             # Under the lock, so the engine thread cannot report the reply before its id is known.
             with self._ids_lock:
-                self._ids[ask_reply(self.engine, command)] = command.request_id
+                self._ids[apply(self.engine, command) or 0] = command.request_id
         else:
             apply(self.engine, command)
 
@@ -94,6 +107,9 @@ class Worker:
                 entry = self._streams.pop(app_id, None)
                 if entry is not None:
                     self._forward(app_id, *entry)
+            self._send(EventMessage(replace(event, request_id=app_id)))
+        elif isinstance(event, AgreementScored):
+            app_id = self._app_id(event.request_id, done=True)
             self._send(EventMessage(replace(event, request_id=app_id)))
         else:
             self._send(EventMessage(event))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from mergechat.core.api import (
+    AgreementScored,
     EngineNotice,
     EventSink,
     LoadFailed,
@@ -24,7 +25,13 @@ from mergechat.core.api import (
     SwitchFailed,
 )
 from mergechat.core.client_base import QueuedClient, answer_skipped
-from mergechat.core.client_commands import Command, GenerateCommand, LoadCommand, SwitchCommand
+from mergechat.core.client_commands import (
+    Command,
+    GenerateCommand,
+    LoadCommand,
+    ScoreCommand,
+    SwitchCommand,
+)
 from mergechat.core.dtypes import DType
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.target import RemoteTarget, precision_help, target_of
@@ -96,6 +103,9 @@ class RemoteClient(QueuedClient):
             path = self._state.path if self._state is not None else None
             message = f"Cannot switch to {command.dtype}: {precision_help(path)}"
             self._sink(SwitchFailed(message, self._state))
+        elif isinstance(command, ScoreCommand):  # needs the logits, which a server does not give
+            message = "not available for served models"
+            self._sink(AgreementScored(command.request_id, message=message))
 
     def _fail(self, command: Command, exc: BaseException) -> None:
         # A bug must not end the thread: say it, keep going.
