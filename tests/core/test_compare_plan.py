@@ -72,7 +72,7 @@ def test_more_than_four_models_is_bad_input(tiny_model_dir: Path) -> None:
 
 
 def test_a_folder_without_a_recipe_asks_for_the_models(tiny_model_dir: Path) -> None:
-    with pytest.raises(BadInputError, match="mergekit_config.yml") as caught:
+    with pytest.raises(BadInputError, match=r"mergekit_config\.yml") as caught:
         recipe_plan(str(tiny_model_dir))
     assert "mergechat compare A B" in (caught.value.hint or "")
 
