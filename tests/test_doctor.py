@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mergechat.cli import main as cli
 from mergechat.cli.doctor import (
     DoctorReport,
     format_text,
@@ -15,7 +16,6 @@ from mergechat.cli.doctor import (
     human_count,
     report_to_json,
 )
-from mergechat.cli import main as cli
 from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,

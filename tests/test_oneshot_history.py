@@ -8,25 +8,28 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
+from fixtures.fake_engine import FakeEngine
 from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
 from mergechat.cli.oneshot_history import OneShotHistory
-from mergechat.core.api import EventSink, LoadRequest
+from mergechat.core.api import EngineEvent, EventSink, LoadRequest, ReplyFinished, ReplyStarted
+from mergechat.core.errors import MergechatError
 from mergechat.core.model.target import model_key
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import Conversation
 from mergechat.core.store.store import HistoryStore, default_path
-from test_oneshot import FakeEngine
+from test_oneshot import REPLY, _script
 
 SETTINGS = GenerationSettings(temperature=0.0, max_new_tokens=64)
 
 
-def run(
-    model: Path, *, record: bool = True, **engine_kwargs: object
-) -> tuple[int, str, str, FakeEngine]:
+def run(model: Path, *, record: bool = True, **changes: object) -> tuple[int, str, str, FakeEngine]:
+    """One-shot with the fake engine scripted by ``changes`` (fields of its `Script`)."""
     engines: list[FakeEngine] = []
 
     def factory(sink: EventSink) -> FakeEngine:
-        engines.append(FakeEngine(sink, **engine_kwargs))  # type: ignore[arg-type]
+        engines.append(FakeEngine(sink, _script(**changes)))
         return engines[0]
 
     out, err = io.StringIO(), io.StringIO()
@@ -43,8 +46,9 @@ def saved() -> list[Conversation]:
 
 
 def test_the_exchange_is_saved_with_its_stats_and_settings(tmp_path: Path) -> None:
-    code, out, err, _ = run(tmp_path, token_delay=0.001)
+    code, out, err, engine = run(tmp_path, token_delay=0.001)
     assert (code, err) == (0, "")
+    stats = next(e.stats for e in engine.events if isinstance(e, ReplyFinished))
     [conv] = saved()
     assert conv.model_path == model_key(tmp_path) and conv.title == "Hi there"
     user, reply = conv.messages
@@ -57,8 +61,8 @@ def test_the_exchange_is_saved_with_its_stats_and_settings(tmp_path: Path) -> No
     assert (reply.device, reply.dtype, reply.tokens_per_s, reply.prompt_tokens) == (
         "cpu",
         "bfloat16",
-        42.0,
-        5,
+        stats.decode_tokens_per_s,
+        stats.prompt_tokens,
     )
     assert reply.generation_settings() == SETTINGS
 
@@ -80,16 +84,10 @@ def test_the_prompt_is_committed_before_the_engine_is_asked(tmp_path: Path) -> N
 
 
 def test_a_failed_reply_is_saved_as_failed(tmp_path: Path) -> None:
-    try:
-        run(tmp_path, fail_reply=True)
-    except Exception as exc:  # the failure still reaches the user
-        assert "CUDA out of memory" in str(exc)
+    with pytest.raises(MergechatError, match="CUDA out of memory"):  # it still reaches the user
+        run(tmp_path, reply_error="CUDA out of memory", reply_error_at=5)
     reply = saved()[0].messages[1]
-    assert (reply.state, reply.error, reply.text) == (
-        "failed",
-        "CUDA out of memory",
-        "Hello from the fake model.",
-    )
+    assert (reply.state, reply.error, reply.text) == ("failed", "CUDA out of memory", REPLY[:5])
 
 
 def test_ctrl_c_saves_the_partial_reply_as_stopped(tmp_path: Path) -> None:
@@ -110,7 +108,7 @@ def test_a_corrupt_database_is_one_warning_and_the_answer_still_comes(tmp_path: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"garbage" * 500)
     code, out, err, _ = run(tmp_path)
-    assert code == 0 and out == "Hello from the fake model.\n"
+    assert code == 0 and out == REPLY + "\n"
     lines = err.splitlines()  # the only warning
     assert len(lines) == 1 and lines[0].startswith("mergechat: warning: history is off: ")
     assert "damaged" in lines[0]
@@ -133,13 +131,15 @@ def test_sigterm_saves_the_partial_reply_and_exits_143(tmp_path: Path) -> None:
     started = threading.Event()
 
     def kill_when_streaming() -> None:
-        started.wait(10)
-        os.kill(os.getpid(), signal.SIGTERM)
+        # Only once the reply streams: a SIGTERM without one-shot's handler would end pytest.
+        if started.wait(10):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     class Streaming(FakeEngine):
-        def _produce(self, stream):  # type: ignore[no-untyped-def]
-            threading.Timer(0.05, started.set).start()
-            super()._produce(stream)
+        def _emit(self, event: EngineEvent) -> None:
+            super()._emit(event)
+            if isinstance(event, ReplyStarted):
+                threading.Timer(0.05, started.set).start()
 
     killer = threading.Thread(target=kill_when_streaming)
     killer.start()
@@ -149,9 +149,10 @@ def test_sigterm_saves_the_partial_reply_and_exits_143(tmp_path: Path) -> None:
         request,
         out=out,
         err=err,
-        engine_factory=lambda sink: Streaming(sink, reply="x" * 400, token_delay=0.01),
+        engine_factory=lambda sink: Streaming(sink, _script(reply="x" * 400, token_delay=0.01)),
     )
     killer.join()
+    assert started.is_set()
     assert code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
     reply = saved()[0].messages[1]

@@ -77,11 +77,12 @@ def load(
     """
     from mergechat.core.detect import model_support as inspect
     from mergechat.core.detect import policy, probe
+    from mergechat.core.engine.pickle_check import torch_unsafe_globals
 
     progress(LoadProgress("inspecting", _STAGE_START["inspecting"], str(request.path)))
     # Strict: an unknown architecture, a missing tokenizer, a tokenizer past the embedding
-    # matrix or an unsafe pickle stop here, before any weight is read.
-    info = inspect.inspect_model(request.path, strict=True)
+    # matrix or an unsafe pickle (by torch's own allow-list) stop here, before any weight is read.
+    info = inspect.inspect_model(request.path, strict=True, pickle_check=torch_unsafe_globals)
     caps = probe.detect(
         shape=shape_for(info), cache_file=probe_cache, progress=_probe_progress(progress)
     )

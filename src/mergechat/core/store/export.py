@@ -108,7 +108,8 @@ def to_markdown(conversation: Conversation) -> str:
         "",
     ]
     # A comparison (replies from several models) heads each reply with its model's name.
-    several = len({m.model_path for m in conversation.messages if m.role == "assistant"}) > 1
+    models = {m.model_path for m in conversation.messages if m.role == "assistant"}
+    several = len(models - {None, ""}) > 1
     for message in conversation.messages:
         heading = _ROLE_HEADINGS[message.role]
         if several and message.role == "assistant" and message.model_path:
