@@ -21,11 +21,15 @@ from mergechat.core.api import (
     ReplyFinished,
     ReplyStarted,
     ReplyStats,
+    SwitchFailed,
+    SwitchFinished,
+    SwitchStarted,
 )
 from mergechat.core.compare.events import (
     CompareEvent,
     CompareNote,
     ComparePhase,
+    CompareSwitched,
     CompareText,
     ModelResult,
 )
@@ -41,7 +45,8 @@ class Column:
     index: int
     model: CompareModel
     client: EngineClient | None = None
-    #: What the column waits for: ``detect``, ``load``, ``reply``, ``score`` (None: idle).
+    #: What the column waits for: ``detect``, ``load``, ``reply``, ``score``, ``switch``
+    #: (None: idle).
     busy: str | None = None
     request_id: int | None = None
     caps: Capabilities | None = None
@@ -116,9 +121,33 @@ class Column:
         elif isinstance(event, EngineCrashed):
             self.error, self.busy, self.state = event.message, None, None
             out.append(ComparePhase(self.index, "failed", event.message))
+        elif isinstance(event, SwitchStarted | SwitchFinished | SwitchFailed):
+            out += self._switch_event(event)
         elif getattr(event, "request_id", None) == self.request_id and self.busy is not None:
             out += self._reply_event(event)
         return out
+
+    def _switch_event(
+        self, event: SwitchStarted | SwitchFinished | SwitchFailed
+    ) -> list[CompareEvent]:
+        if isinstance(event, SwitchStarted):
+            detail = f"{event.source} to {event.target} ({event.method})"
+            return [ComparePhase(self.index, "switching", detail)]
+        if self.busy == "switch":
+            self.busy = None
+        self.state = event.state
+        error = event.message if isinstance(event, SwitchFailed) else None
+        if self.state is None:  # the switch failed and the model could not be kept
+            self.error = error or "the model was unloaded"
+            return [
+                CompareSwitched(self.index, None, self.error),
+                ComparePhase(self.index, "failed", self.error),
+            ]
+        loaded = f"{self.state.device} {self.state.dtype}"
+        return [
+            CompareSwitched(self.index, self.state, error),
+            ComparePhase(self.index, "loaded", loaded),
+        ]
 
     def _reply_event(self, event: EngineEvent) -> list[CompareEvent]:
         if isinstance(event, ReplyStarted):

@@ -18,6 +18,7 @@ Phase = Literal[
     "loaded",
     "answering",
     "scoring",
+    "switching",
     "done",
     "failed",
     "unloaded",
@@ -83,6 +84,17 @@ class CompareNote:
 
 
 @dataclass(frozen=True)
+class CompareSwitched:
+    """A precision switch of model ``index`` ended. ``state`` is the loaded model after it
+    (None: not loaded now, the precision applies at its next load); ``error`` says why the
+    switch did not happen (the model then keeps ``state``)."""
+
+    index: int
+    state: ModelState | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class CompareModelDone:
     """Model ``index`` finished this prompt (reply, stats, and agreement when measured)."""
 
@@ -100,6 +112,12 @@ class CompareFinished:
 
 
 CompareEvent = (
-    ComparePlaced | ComparePhase | CompareText | CompareNote | CompareModelDone | CompareFinished
+    ComparePlaced
+    | ComparePhase
+    | CompareText
+    | CompareNote
+    | CompareSwitched
+    | CompareModelDone
+    | CompareFinished
 )
 CompareSink = Callable[[CompareEvent], None]

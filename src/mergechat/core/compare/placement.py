@@ -4,7 +4,7 @@ fit side by side, else one at a time; one precision for all when every model run
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from mergechat.core.detect.capabilities import Assessment, Capabilities
@@ -132,3 +132,24 @@ def _fits_together(models: Sequence[ModelPlacement], caps: Capabilities | None) 
             )
         parts.append(f"{format_bytes(needed)} of {format_bytes(room)} free on {device}")
     return True, f"all {len(models)} models fit together ({', '.join(parts)})"
+
+
+def switched(
+    placement: Placement, index: int, dtype: DType, assessment: Assessment | None
+) -> Placement:
+    """``placement`` with model ``index`` loading in ``dtype`` from now on (its memory need from
+    ``assessment``); the shared precision and the reason's precision part follow."""
+    spot = placement.models[index]
+    if spot is None or spot.dtype == "auto":  # not comparable, or a served model
+        return placement
+    verdict = None if assessment is None or spot.spread else assessment.verdict(spot.device, dtype)
+    needed = verdict.fit.needed_bytes if verdict is not None and verdict.fit is not None else None
+    models = list(placement.models)
+    models[index] = replace(spot, dtype=dtype, needed_bytes=needed)
+    local = {m.dtype for m in models if m is not None and m.dtype != "auto"}
+    same = dtype if local == {dtype} else None
+    precision = f"all in {same}" if same is not None else "precisions differ between models"
+    fit_reason = placement.reason.rpartition("; ")[0] or placement.reason
+    return replace(
+        placement, models=tuple(models), same_dtype=same, reason=f"{fit_reason}; {precision}"
+    )

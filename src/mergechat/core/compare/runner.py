@@ -29,10 +29,11 @@ from mergechat.core.compare.events import (
     ComparePhase,
     ComparePlaced,
     CompareSink,
+    CompareSwitched,
     ModelResult,
     Phase,
 )
-from mergechat.core.compare.placement import Placement, place
+from mergechat.core.compare.placement import Placement, place, switched
 from mergechat.core.compare.plan import CompareModel, ComparePlan, same_tokenizer
 from mergechat.core.dtypes import DType
 from mergechat.core.settings.generation import GenerationSettings
@@ -150,6 +151,33 @@ class CompareRunner:
         self._sink(CompareFinished(results, time.perf_counter() - started, stopped))
         return results
 
+    def switch(self, index: int, dtype: DType) -> None:
+        """Put model ``index`` in ``dtype``: a loaded model switches now (this blocks until its
+        engine answers), one not loaded now loads in ``dtype`` when its turn comes."""
+        placement = self.placement or self.prepare()
+        col = self._columns[index]
+        if (error := _cannot_switch(col)) is not None:
+            self._sink(CompareSwitched(index, col.state, error))
+            return
+        self.placement = switched(placement, index, dtype, col.assessment)
+        if col.client is None or col.state is None:
+            self._sink(CompareSwitched(index, None))
+            self._phase(col, "waiting", f"loads in {dtype} when its turn comes")
+            return
+        self._phase(col, "switching", f"to {dtype}")
+        col.client.switch_dtype(dtype)
+        col.begin("switch")
+        self._wait([col])
+        if col.state is not None and col.state.dtype != dtype:  # kept or got another precision
+            self.placement = switched(self.placement, index, col.state.dtype, col.assessment)
+
+    def switch_all(self, dtype: DType) -> None:
+        """Every local model to ``dtype``, one after the other ("same precision for all");
+        a served model keeps the server's precision and says so."""
+        self._dtype = dtype
+        for col in self._columns:
+            self.switch(col.index, dtype)
+
     def close(self) -> None:
         """Shut every client down (unloads the models)."""
         for col in self._columns:
@@ -258,6 +286,15 @@ class CompareRunner:
             found = divergence(base.reply, col.reply, base_ids=base_ids if ids else None, ids=ids)
             results[i] = replace(results[i], divergence=found)
         return tuple(results)
+
+
+def _cannot_switch(col: Column) -> str | None:
+    """Why ``col``'s precision cannot be switched (None: it can)."""
+    if col.model.remote:
+        return f"{col.model.name} is served: its precision is the server's, not switchable here"
+    if not col.usable:
+        return f"{col.model.name} cannot be compared: {col.model.error or col.error}"
+    return None
 
 
 def _token_ids(stream: ReplyStream | None) -> list[int] | None:
