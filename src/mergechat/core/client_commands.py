@@ -24,13 +24,19 @@ class LoadCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerateCommand:
-    """`EngineClient.generate`, with the request id the client handed back."""
+class PromptCommand:
+    """What every call that runs the model over a conversation carries."""
 
-    #: Allocated by the client, so `generate` returns at once; events carry it back.
+    #: Allocated by the client, so the call returns at once; events carry it back.
     request_id: int
     messages: tuple[ChatMessage, ...]
     settings: GenerationSettings
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateCommand(PromptCommand):
+    """`EngineClient.generate`, with the request id the client handed back."""
+
     continue_last: bool
     #: When the reply was asked for (``time.perf_counter``): where its time to first token starts.
     requested_at: float = field(default_factory=time.perf_counter)
@@ -57,12 +63,9 @@ class DetectCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class ScoreCommand:
+class ScoreCommand(PromptCommand):
     """`EngineClient.score_agreement`: top-1 agreement with ``reference`` as the answer."""
 
-    request_id: int
-    messages: tuple[ChatMessage, ...]
-    settings: GenerationSettings
     reference: str
     #: The reference's token ids when it came from the same tokenizer (exact, no re-encoding).
     reference_ids: tuple[int, ...] | None = None

@@ -168,41 +168,33 @@ def _generate_once_more_on_oom(
 ) -> tuple[Any, int]:
     """``generate`` with the kept cache; out of memory before the first token with a cache,
     once more without it (the cache's memory freed). Returns the output and the reused count."""
+    device = model.device
+
+    def generate(cache: Any) -> Any:
+        if seed is not None:
+            torch.manual_seed(seed)
+        extra: dict[str, Any] = {} if cache is None else {"cache": cache}
+        with torch.inference_mode():
+            return model.generate(
+                input_ids=prompt.input_ids.to(device),
+                attention_mask=prompt.attention_mask.to(device),
+                generation_config=config,
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, device)]),
+                return_dict_in_generate=True,
+                **extra,
+            )
+
     try:
-        return _generate(model, prompt, config, streamer, cancel, seed, past), cached
+        return generate(past), cached
     except Exception as exc:
         if past is None or streamer.generated or not is_out_of_memory(exc):
             raise
     del past
     streamer.restart()
-    if getattr(model.device, "type", "cpu") == "cuda":
+    if getattr(device, "type", "cpu") == "cuda":
         torch.cuda.empty_cache()
-    return _generate(model, prompt, config, streamer, cancel, seed, None), 0
-
-
-def _generate(
-    model: Any,
-    prompt: Prompt,
-    config: Any,
-    streamer: IdStreamer,
-    cancel: threading.Event,
-    seed: int | None,
-    past: Any = None,
-) -> Any:
-    if seed is not None:
-        torch.manual_seed(seed)
-    device = model.device
-    extra: dict[str, Any] = {} if past is None else {"cache": past}
-    with torch.inference_mode():
-        return model.generate(
-            input_ids=prompt.input_ids.to(device),
-            attention_mask=prompt.attention_mask.to(device),
-            generation_config=config,
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel, device)]),
-            return_dict_in_generate=True,
-            **extra,
-        )
+    return generate(None), 0
 
 
 def _stats(

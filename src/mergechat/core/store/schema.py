@@ -5,6 +5,12 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+
+def _add_columns(table: str, columns: str) -> str:
+    """One ``ALTER TABLE ... ADD COLUMN`` a column (SQLite adds one column a statement)."""
+    return "".join(f"ALTER TABLE {table} ADD COLUMN {c.strip()};\n" for c in columns.split(","))
+
+
 #: Migration N (1-based) brings a database from user_version N-1 to N. Append only: never edit a
 #: released step, since databases already at that version will not run it again.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -28,23 +34,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     """,
     # 2: what produced each assistant reply, and how fast.
-    """
-    ALTER TABLE messages ADD COLUMN model_path TEXT;
-    ALTER TABLE messages ADD COLUMN device TEXT;
-    ALTER TABLE messages ADD COLUMN dtype TEXT;
-    ALTER TABLE messages ADD COLUMN params_json TEXT;
-    ALTER TABLE messages ADD COLUMN prompt_tokens INTEGER;
-    ALTER TABLE messages ADD COLUMN new_tokens INTEGER;
-    ALTER TABLE messages ADD COLUMN tokens_per_s REAL;
-    ALTER TABLE messages ADD COLUMN ttft_s REAL;
-    """,
+    _add_columns(
+        "messages",
+        "model_path TEXT, device TEXT, dtype TEXT, params_json TEXT, prompt_tokens INTEGER, "
+        "new_tokens INTEGER, tokens_per_s REAL, ttft_s REAL",
+    ),
     # 3: the rest of ReplyStats, why a reply ended, and indexes for the list and resume queries.
-    """
-    ALTER TABLE messages ADD COLUMN total_s REAL;
-    ALTER TABLE messages ADD COLUMN context_used INTEGER;
-    ALTER TABLE messages ADD COLUMN context_max INTEGER;
-    ALTER TABLE messages ADD COLUMN finish_reason TEXT;
-    ALTER TABLE messages ADD COLUMN error TEXT;
+    _add_columns(
+        "messages",
+        "total_s REAL, context_used INTEGER, context_max INTEGER, finish_reason TEXT, error TEXT",
+    )
+    + """
     CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
     CREATE INDEX conversations_by_model ON conversations(model_path, updated);
     CREATE INDEX conversations_by_updated ON conversations(updated);
