@@ -72,7 +72,7 @@ def worker(model: Path, device: str, method: str) -> None:
         SwitchFinished,
     )
     from mergechat.core.engine import switching
-    from mergechat.core.engine.loader import holds_disk_values
+    from mergechat.core.engine.model_facts import holds_disk_values
 
     driver = EngineDriver()
     driver.engine.detect(None, device)

@@ -305,7 +305,7 @@ def test_device_label_from_the_device_map(
 ) -> None:
     from types import SimpleNamespace
 
-    from mergechat.core.engine.loader import device_label
+    from mergechat.core.engine.model_facts import device_label
 
     model = SimpleNamespace(hf_device_map=device_map)
     assert device_label(model) == (label, main, offloaded)

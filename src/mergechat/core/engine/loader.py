@@ -15,14 +15,18 @@ from mergechat.core.api import LoadProgress, LoadRequest, LoadStage, ModelState
 from mergechat.core.detect.capabilities import ProbeResult, Recommendation
 from mergechat.core.detect.probe_cache import machine_fingerprint
 from mergechat.core.detect.probe_shape import shape_for
-from mergechat.core.dtypes import DType, is_exact_cast, normalize_dtype, torch_dtype
+from mergechat.core.dtypes import DType, torch_dtype
 from mergechat.core.engine.error_translation import is_out_of_memory, out_of_memory_error
 from mergechat.core.engine.fidelity import PROBE_TEXT
 from mergechat.core.engine.finite_check import check_finite
+from mergechat.core.engine.model_facts import (
+    context_max,
+    device_label,
+    holds_disk_values,
+    read_dtype,
+)
 from mergechat.core.engine.model_generation_config import generation_config_kwargs
-from mergechat.core.errors import MergechatError
 from mergechat.core.model.info import ModelInfo
-from mergechat.core.settings.device_choice import INDEXED_KINDS
 from mergechat.core.text import byte_unit
 
 Progress = Callable[[LoadProgress], None]
@@ -234,62 +238,6 @@ def prewarm_files(files: tuple[Path, ...], progress: Progress) -> None:
                     detail = f"shard {index}/{len(files)}, {_sizes(done, total)}"
                     fraction = _STAGE_START["reading"] + span * done / total
                     progress(LoadProgress("reading", fraction, detail))
-
-
-def read_dtype(model: Any) -> DType:
-    """The floating-point dtype of the model's first parameter (what it really runs in)."""
-    dtype = normalize_dtype(next(model.parameters()).dtype)
-    if dtype is None:
-        raise MergechatError("the model loaded with non floating-point weights (quantised?)")
-    return dtype
-
-
-def _device_id(place: Any) -> str:
-    """The detected device's id for a torch device or device-map value (``mps:0`` -> ``mps``)."""
-    device = torch.device(f"cuda:{place}" if isinstance(place, int) else place)
-    kind = device.type
-    return f"{kind}:{device.index or 0}" if kind in INDEXED_KINDS else kind
-
-
-def device_label(model: Any) -> tuple[str, str, bool]:
-    """A label such as ``cpu``, ``cuda:0`` or ``cuda:0+cpu offload``, the id of the (first)
-    device holding weights, and whether it is offloaded."""
-    device_map = getattr(model, "hf_device_map", None)
-    if not device_map:
-        device = next(model.parameters()).device
-        return str(device), _device_id(device), False
-    places: list[str] = []
-    for value in device_map.values():
-        place = f"cuda:{value}" if isinstance(value, int) else str(value)
-        if place not in places:
-            places.append(place)
-    accelerators = [p for p in places if p not in ("cpu", "disk")]
-    label = ",".join(accelerators) or "cpu"
-    for kind in ("cpu", "disk"):
-        if kind in places and accelerators:
-            label += f"+{kind} offload"
-    main = _device_id(accelerators[0]) if accelerators else "cpu"
-    return label, main, len(places) > 1 or "disk" in places
-
-
-def context_max(info: ModelInfo, model: Any, tokenizer: Any) -> int:
-    """The context window: the inspected length, else the config's, else the tokenizer's."""
-    for value in (
-        info.context_length,
-        getattr(model.config, "max_position_embeddings", None),
-        getattr(tokenizer, "model_max_length", None),
-    ):
-        if isinstance(value, int) and 0 < value < 10**8:
-            return value
-    return 2048
-
-
-def holds_disk_values(info: ModelInfo, dtype: DType) -> bool:
-    """True when loading ``info`` in ``dtype`` keeps every stored value exactly."""
-    stored = info.stored_dtypes or (info.disk_dtype,)
-    if info.weights_format == "gguf":
-        stored = ("float32",)
-    return all(is_exact_cast(source, dtype) for source in stored)
 
 
 def release(loaded: LoadedModel | None) -> None:

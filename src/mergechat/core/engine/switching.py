@@ -12,13 +12,8 @@ from mergechat.core.dtypes import DType, is_exact_cast, torch_dtype
 from mergechat.core.engine.error_translation import translate
 from mergechat.core.engine.fidelity import PROBE_TEXT, compare_logits, probe_logits
 from mergechat.core.engine.finite_check import check_finite
-from mergechat.core.engine.loader import (
-    LoadedModel,
-    holds_disk_values,
-    load_weights,
-    read_dtype,
-    release,
-)
+from mergechat.core.engine.loader import LoadedModel, load_weights, release
+from mergechat.core.engine.model_facts import holds_disk_values, read_dtype
 from mergechat.core.errors import MergechatError
 
 Method = Literal["cast", "reload"]
