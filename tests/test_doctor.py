@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from mergechat.cli import main as cli
-from mergechat.cli.doctor import (
-    DoctorReport,
-    format_text,
-    human_bytes,
-    human_count,
-    report_to_json,
-)
+from mergechat.cli.doctor_report import DoctorReport, report_to_json
+from mergechat.cli.doctor_text import format_text, human_bytes, human_count
 from mergechat.core.detect.capabilities import (
     Assessment,
     Capabilities,
