@@ -7,18 +7,17 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TextIO
 
 from mergechat.cli.app_launch import run_app
 from mergechat.cli.args import build_doctor_parser, build_parser, generation_settings
 from mergechat.cli.checks import closed_stdout_error
 from mergechat.cli.history import build_history_parser, run_history
 from mergechat.cli.model_path import check_path, use_demo
+from mergechat.cli.output import print_error
 from mergechat.cli.remote import use_remote_target
 from mergechat.core.api import LoadRequest
 from mergechat.core.errors import BadInputError, MergechatError
 from mergechat.core.model.target import looks_remote
-from mergechat.core.visible import escape_control
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -135,18 +134,6 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Runner]] = {
     "serve": (_serve_parser, _run_serve),
     "compare": (_compare_parser, _run_compare),
 }
-
-
-def print_error(message: str, hint: str | None = None, *, err: TextIO | None = None) -> None:
-    """Write ``mergechat: error: MESSAGE`` as one line, and the hint (if any) on a second line."""
-    stream = err or sys.stderr
-    if stream is None:  # stderr closed (2>&-): the exit code is all that can be said
-        return
-    # Paths and model text can hold escape sequences: show them, never let the terminal act.
-    stream.write(f"mergechat: error: {escape_control(' '.join(message.split()))}\n")
-    if hint:
-        stream.write(f"  hint: {escape_control(' '.join(hint.split()))}\n")
-    stream.flush()
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Runner]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import TextIO
 
+from mergechat.cli.output import warn
 from mergechat.core.api import FinishReason, ModelState, ReplyStats
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.recorder import ChatRecorder
 from mergechat.core.store.records import HistoryUnavailable
 from mergechat.core.store.reply_writer import ReplyHandle
-from mergechat.core.visible import escape_control
 
 
 class OneShotHistory:
@@ -78,8 +77,4 @@ class OneShotHistory:
         self.recorder.close()
 
     def _turned_off(self, exc: HistoryUnavailable) -> None:
-        stream = self.err or sys.stderr
-        stream.write(
-            f"mergechat: warning: history is off: {escape_control(' '.join(str(exc).split()))}\n"
-        )
-        stream.flush()
+        warn(f"history is off: {exc}", self.err)
