@@ -7,18 +7,14 @@ from pathlib import Path
 import pytest
 
 from mergechat.core.detect.capabilities import Capabilities, DeviceInfo, ProbeResult, Verdict
-from mergechat.core.detect.policy import (
-    OVERHEAD_BYTES,
-    OVERHEAD_SHARE,
-    assess,
-    format_bytes,
-    needed_bytes,
-)
+from mergechat.core.detect.memory_fit import OVERHEAD_BYTES, OVERHEAD_SHARE, needed_bytes
+from mergechat.core.detect.policy import assess
 from mergechat.core.detect.probe_timing import SLOW_FACTOR
 from mergechat.core.dtypes import DTYPES, DType, normalize_dtype
 from mergechat.core.errors import DeviceUnavailableError
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.model.recipe import MergeInfo
+from mergechat.core.text import format_bytes
 
 GIB = 1024**3
 HALF_ERROR = "\"addmm_impl_cpu_\" not implemented for 'Half'"
@@ -239,6 +235,13 @@ def test_unknown_size_is_said_not_guessed() -> None:
 # --- GPUs ---------------------------------------------------------------------------------------
 
 A100 = gpu(0, "NVIDIA A100-SXM4-80GB", (8, 0), 78)
+
+
+def rtx_probes(index: int) -> tuple[ProbeResult, ...]:
+    """A consumer GPU ``cuda:index``: the half types twice as fast as float32."""
+    return probes(f"cuda:{index}", float32=0.0002, bfloat16=0.0001, float16=0.0001)
+
+
 A100_PROBES = probes("cuda:0", float32=0.00013, bfloat16=0.00008, float16=0.00008)
 V100 = gpu(0, "Tesla V100-SXM2-32GB", (7, 0), 30)
 # V100: no native bf16, emulated bf16 measured 6x slower than fp16; fp32 2x (bandwidth).
@@ -283,24 +286,14 @@ def test_v100_too_small_for_float32_still_never_picks_float16() -> None:
 def test_first_gpu_with_room_wins() -> None:
     small = gpu(0, "RTX 3060", (8, 6), 10)
     big = gpu(1, "RTX 4090", (8, 9), 22)
-    machine = caps(
-        (cpu(), small, big),
-        EPYC,
-        probes("cuda:0", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-        probes("cuda:1", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-    )
+    machine = caps((cpu(), small, big), EPYC, rtx_probes(0), rtx_probes(1))
     rec = assess(model(8_000_000_000), machine).recommendation
     assert (rec.device, rec.dtype, rec.device_map) == ("cuda:1", "bfloat16", None)
 
 
 def test_two_small_gpus_spread_with_device_map_auto() -> None:
     g0, g1 = gpu(0, "RTX 4080", (8, 9), 15), gpu(1, "RTX 4080", (8, 9), 15)
-    machine = caps(
-        (cpu(free_gib=8), g0, g1),
-        EPYC,
-        probes("cuda:0", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-        probes("cuda:1", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-    )
+    machine = caps((cpu(free_gib=8), g0, g1), EPYC, rtx_probes(0), rtx_probes(1))
     rec = assess(model(13_000_000_000), machine).recommendation  # ~28 GB in bf16
     assert (rec.device, rec.dtype, rec.device_map) == ("cuda:0", "bfloat16", "auto")
     assert 'device_map="auto" spreads it over cuda:0, cuda:1' in rec.reason
@@ -310,11 +303,7 @@ def test_two_small_gpus_spread_with_device_map_auto() -> None:
 
 def test_one_gpu_plus_cpu_ram_offloads() -> None:
     g0 = gpu(0, "RTX 4060", (8, 9), 7)
-    machine = caps(
-        (cpu(free_gib=60), g0),
-        EPYC,
-        probes("cuda:0", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-    )
+    machine = caps((cpu(free_gib=60), g0), EPYC, rtx_probes(0))
     rec = assess(model(13_000_000_000), machine).recommendation
     assert rec.device_map == "auto" and rec.device == "cuda:0"
     assert "spreads it over cuda:0 and CPU RAM" in rec.reason
@@ -322,11 +311,7 @@ def test_one_gpu_plus_cpu_ram_offloads() -> None:
 
 def test_model_too_big_for_everything_goes_to_cpu_with_a_warning() -> None:
     g0 = gpu(0, "RTX 4090", (8, 9), 22)
-    machine = caps(
-        (cpu(free_gib=30), g0),
-        EPYC,
-        probes("cuda:0", float32=0.0002, bfloat16=0.0001, float16=0.0001),
-    )
+    machine = caps((cpu(free_gib=30), g0), EPYC, rtx_probes(0))
     result = assess(model(70_000_000_000), machine)
     assert all(v.verdict == "does not fit" for v in result.verdicts)
     rec = result.recommendation

@@ -11,11 +11,16 @@ from mergechat.core.detect.capabilities import (
     Capabilities,
     ChoiceVerdict,
     DeviceInfo,
-    FitResult,
     Recommendation,
 )
 from mergechat.core.detect.devices import parse_device
 from mergechat.core.detect.fidelity_cache import float16_safety
+from mergechat.core.detect.memory_fit import (
+    OVERHEAD_BYTES,
+    context_tokens_for,
+    memory_fit,
+    needed_bytes,
+)
 from mergechat.core.detect.verdicts import (
     BUSY_TEXT,
     choice_verdict,
@@ -24,46 +29,16 @@ from mergechat.core.detect.verdicts import (
     problem_clause,
     where,
 )
-from mergechat.core.dtypes import DTYPES, ITEMSIZE, DType, has_range_of, is_exact_cast
+from mergechat.core.dtypes import DTYPES, DType, has_range_of, is_exact_cast
 from mergechat.core.model.info import ModelInfo
 from mergechat.core.text import format_bytes
 
-#: Context assumed for the KV cache when the caller gives none (capped model maximum).
-DEFAULT_CONTEXT_TOKENS: Final[int] = 4096
-#: Memory beyond weights + KV cache: runtime, activations, allocator slack.
-OVERHEAD_BYTES: Final[int] = 256 * 2**20
-OVERHEAD_SHARE: Final[float] = 0.05
 #: Another dtype must make turns at least this much faster before a note points it out.
 _FASTER_NOTE: Final[float] = 1.1
 #: With dtype auto, another safe dtype replaces the model's own when its predicted turn is this
 #: much faster: a little for an exact cast (bfloat16 -> float32), clearly for one that rounds.
 _EXACT_SWITCH: Final[float] = 1.1
 _ROUNDING_SWITCH: Final[float] = 1.3
-
-
-def context_tokens_for(info: ModelInfo, context_tokens: int | None) -> int:
-    """Tokens of KV cache to plan for: the caller's, else the model's maximum capped at 4096."""
-    if context_tokens is not None:
-        return context_tokens
-    return min(info.context_length or DEFAULT_CONTEXT_TOKENS, DEFAULT_CONTEXT_TOKENS)
-
-
-def needed_bytes(info: ModelInfo, dtype: DType, tokens: int) -> int | None:
-    """Weights + KV cache + overhead in ``dtype``; None when the model's size is unknown."""
-    weights = info.weights_bytes(dtype)
-    if weights is None and info.weights_bytes_on_disk > 0 and info.weights_format != "gguf":
-        weights = info.weights_bytes_on_disk // ITEMSIZE[info.disk_dtype] * ITEMSIZE[dtype]
-    if weights is None:
-        return None
-    kv = info.kv_cache_bytes(dtype, tokens) or 0
-    return weights + kv + OVERHEAD_BYTES + int(weights * OVERHEAD_SHARE)
-
-
-def _fit(info: ModelInfo, device: DeviceInfo, dtype: DType, tokens: int) -> FitResult:
-    needed = needed_bytes(info, dtype, tokens)
-    free = device.free_bytes
-    fits = None if needed is None or free is None else needed <= free
-    return FitResult(device.id, dtype, needed, free, fits)
 
 
 def _speed_key(v: ChoiceVerdict) -> float:
@@ -111,7 +86,7 @@ class _Chooser:
         for d in caps.devices:
             fastest = fastest_dtype([p for p in caps.probes if p.device == d.id])
             for t in DTYPES:
-                fit, probe = _fit(info, d, t, tokens), caps.probe(d.id, t)
+                fit, probe = memory_fit(info, d, t, tokens), caps.probe(d.id, t)
                 self.table[(d.id, t)] = choice_verdict(d, probe, fit, fastest)
                 self.probe_only[(d.id, t)] = choice_verdict(
                     d, probe, replace(fit, fits=None), fastest

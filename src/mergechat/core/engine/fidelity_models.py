@@ -67,7 +67,7 @@ def load_model(info: ModelInfo, dtype: DType, device: str, trust_remote_code: bo
 def fits(info: ModelInfo, device: DeviceInfo, dtype: DType, tokens: int) -> bool:
     """Whether ``dtype`` fits in ``device``'s memory free now (a loaded master already counts)."""
     try:
-        from mergechat.core.detect.policy import needed_bytes
+        from mergechat.core.detect.memory_fit import needed_bytes
 
         needed = needed_bytes(info, dtype, tokens)
     except ImportError:  # the policy's estimate when it can be had; else weights + KV cache
