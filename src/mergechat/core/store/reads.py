@@ -53,6 +53,12 @@ class HistoryReads:
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
+    def _one(self, sql: str, params: tuple[object, ...]) -> sqlite3.Row | None:
+        """The first row of one query (None when there is none)."""
+        with self._read() as conn:
+            row: sqlite3.Row | None = conn.execute(sql, params).fetchone()
+        return row
+
     def list_conversations(self) -> list[ConversationSummary]:
         """All conversations, most recently updated first, with their message counts."""
         with self._read() as conn:
@@ -103,12 +109,11 @@ class HistoryReads:
 
     def last_conversation_for_model(self, model_path: str | os.PathLike[str]) -> int | None:
         """The id of the most recently updated conversation with ``model_path``, if any."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT id FROM conversations WHERE model_path = ? "
-                "ORDER BY updated DESC, id DESC LIMIT 1",
-                (model_key(model_path),),
-            ).fetchone()
+        row = self._one(
+            "SELECT id FROM conversations WHERE model_path = ? "
+            "ORDER BY updated DESC, id DESC LIMIT 1",
+            (model_key(model_path),),
+        )
         return None if row is None else int(row["id"])
 
     def last_opened_in_app(self, model_path: str | os.PathLike[str]) -> tuple[bool, int | None]:
@@ -117,11 +122,10 @@ class HistoryReads:
         ``(True, None)`` means a new, still empty chat (or a conversation deleted since);
         ``(False, None)`` that the app never noted one for this model.
         """
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT conversation_id FROM app_last_open WHERE model_path = ?",
-                (model_key(model_path),),
-            ).fetchone()
+        row = self._one(
+            "SELECT conversation_id FROM app_last_open WHERE model_path = ?",
+            (model_key(model_path),),
+        )
         if row is None:
             return False, None
         value = row["conversation_id"]
