@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_harness import Harness, ask, probe_cache
+from engine_harness import Harness, ask, probe_cache, running
 
 from mergechat.core.api import (
     CapabilitiesReady,
@@ -110,6 +110,19 @@ def test_load_reply_detect_and_switch_through_the_process(
     _, again = harness.reply(ask("Again"), GenerationSettings(max_new_tokens=4))
     assert again.stats.dtype == "float32"
     assert harness.process.pid == pid, "one process serves every command"
+
+
+def test_the_relayed_stream_carries_the_models_token_ids(
+    harness: ProcessHarness, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    greedy = GenerationSettings(max_new_tokens=12, temperature=0.0)
+    harness.load(tiny_model_dir, device="cpu", dtype="float32")
+    relayed, _ = harness.reply(ask("Hello"), greedy)
+    with running(tmp_path_factory, tiny_model_dir, device="cpu", dtype="float32") as local:
+        own, _ = local.reply(ask("Hello"), greedy)
+    # The same ids the thread engine's own stream holds, batch after batch over the pipe.
+    assert relayed.stream.model_ids and relayed.stream.token_ids() == own.stream.token_ids()
+    assert own.stream.token_ids() and relayed.stream.drain() == own.stream.drain()
 
 
 def test_ids_come_back_and_a_reply_without_a_model_fails(harness: ProcessHarness) -> None:

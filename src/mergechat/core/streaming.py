@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 Decode = Callable[[Sequence[int]], str]
 
 
 class ReplyStream:
     """A growing list of new token ids plus an incremental decoder for the consumer side."""
+
+    #: The ids are the model's token ids (a stream of text pieces numbers its pieces instead).
+    model_ids: ClassVar[bool] = True
 
     def __init__(self, decode: Decode) -> None:
         self._decode = decode
@@ -44,10 +48,11 @@ class ReplyStream:
         with self._lock:
             return self._closed
 
-    def token_ids(self) -> list[int]:
-        """A copy of the ids received so far (a comparison matches replies token by token)."""
+    def token_ids(self, start: int = 0) -> list[int]:
+        """A copy of the ids received so far from ``start`` on (a comparison matches replies
+        token by token; the engine process sends each batch's new ids)."""
         with self._lock:
-            return list(self._ids)
+            return self._ids[start:]
 
     @property
     def token_count(self) -> int:

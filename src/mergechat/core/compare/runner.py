@@ -298,6 +298,6 @@ def _cannot_switch(col: Column) -> str | None:
 
 
 def _token_ids(stream: ReplyStream | None) -> list[int] | None:
-    # Only the local engine's own stream holds token ids; relayed and served streams hold
-    # text pieces, which are compared by word instead.
-    return stream.token_ids() if type(stream) is ReplyStream else None
+    # A local engine's stream (in this process or relayed from the engine process) holds the
+    # model's token ids; a served model's holds text pieces, compared by word instead.
+    return stream.token_ids() if stream is not None and stream.model_ids else None

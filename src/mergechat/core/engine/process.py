@@ -121,7 +121,7 @@ class ProcessEngine(ModelClient):
         if isinstance(message, ChunkMessage):
             stream = child.open.get(message.request_id)
             if stream is not None:
-                stream.feed(message.text, message.tokens)
+                stream.feed(message.text, message.tokens, message.ids)
             return
         if isinstance(message, StartedMessage):
             stream = RelayedStream()

@@ -9,6 +9,7 @@ interface the widgets already drain.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mergechat.core.api import EngineEvent
@@ -35,11 +36,13 @@ class StartedMessage:
 
 @dataclass(frozen=True)
 class ChunkMessage:
-    """Text decoded since the last chunk, and how many tokens the reply holds now."""
+    """Text decoded since the last chunk, the token ids generated since then, and how many
+    tokens the reply holds now (the ids let a comparison match replies token by token)."""
 
     request_id: int
     text: str
     tokens: int
+    ids: tuple[int, ...] = ()
 
 
 Message = EventMessage | StartedMessage | ChunkMessage
@@ -66,8 +69,9 @@ class RelayedStream(ReplyStream):
         self._drained_tokens = 0
         self._relay_closed = False
 
-    def feed(self, text: str, tokens: int) -> None:
-        """Add a chunk (called on the app's reader thread)."""
+    def feed(self, text: str, tokens: int, ids: Sequence[int] = ()) -> None:
+        """Add a chunk and its new token ids (called on the app's reader thread)."""
+        self.push(ids)
         with self._relay_lock:
             if text:
                 self._pending.append(text)

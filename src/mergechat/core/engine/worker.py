@@ -147,12 +147,13 @@ class Worker:
                     self._streaming.clear()
 
     def _forward(self, app_id: int, stream: ReplyStream, sent: int) -> int:
-        """Send the text decoded since the last chunk; return the token count sent."""
+        """Send the text decoded since the last chunk and the token ids after the ``sent``
+        first; return the token count sent."""
         text = stream.drain()
-        tokens = stream.token_count
-        if text or tokens != sent:
-            self._send(ChunkMessage(app_id, text, tokens))
-        return tokens
+        ids = stream.token_ids(sent)
+        if text or ids:
+            self._send(ChunkMessage(app_id, text, sent + len(ids), tuple(ids)))
+        return sent + len(ids)
 
 
 def main(argv: list[str]) -> int:

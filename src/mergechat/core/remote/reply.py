@@ -32,6 +32,8 @@ from mergechat.core.streaming import ReplyStream
 class TextStream(ReplyStream):
     """A `ReplyStream` of text pieces: each "token id" is the index of a piece the server sent."""
 
+    model_ids = False
+
     def __init__(self) -> None:
         self._pieces: list[str] = []
         self._pieces_lock = threading.Lock()
