@@ -11,7 +11,6 @@ from mergechat.ui.clipboard import (
     CopyTarget,
     copy_targets,
     copy_text,
-    extract_code_blocks,
     last_reply,
     message_targets,
 )
@@ -38,8 +37,12 @@ echo hi
 """
 
 
-def test_extract_code_blocks_of_a_reply() -> None:
-    assert extract_code_blocks(REPLY) == [
+def _codes(markdown: str) -> list[str]:
+    return [block.code for block in code_blocks(markdown)]
+
+
+def test_code_blocks_of_a_reply() -> None:
+    assert _codes(REPLY) == [
         "def f(x):\n    return x + 1",
         "echo hi",
         "ls -l\n  indented more",
@@ -52,9 +55,9 @@ def test_fence_rules() -> None:
     nested = "````md\n```py\nx\n```\n~~~\n````"
     assert code_blocks(nested) == [CodeBlock("md", "```py\nx\n```\n~~~")]
     # A reply cut off inside a block still gives the code so far.
-    assert extract_code_blocks("text\n```js\nlet a = 1;\nlet b") == ["let a = 1;\nlet b"]
-    assert extract_code_blocks("```\n```") == [""]
-    assert extract_code_blocks("no code here") == []
+    assert _codes("text\n```js\nlet a = 1;\nlet b") == ["let a = 1;\nlet b"]
+    assert _codes("```\n```") == [""]
+    assert _codes("no code here") == []
 
 
 def test_last_reply_and_copy_targets() -> None:

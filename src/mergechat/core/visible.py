@@ -26,11 +26,6 @@ def escape_control(text: str, *, keep_lines: bool = False) -> str:
     return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub(_visible, text)
 
 
-def has_control(text: str, *, keep_lines: bool = False) -> bool:
-    """True when `escape_control` would change ``text``."""
-    return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).search(text) is not None
-
-
 class VisibleStream:
     """Escapes streamed text piece by piece; a CR at the end of a piece waits for the next one
     (it is kept only as part of a CRLF)."""

@@ -29,11 +29,6 @@ class CopyTarget:
     text: str
 
 
-def extract_code_blocks(markdown: str) -> list[str]:
-    """The code of each code block of ``markdown``, in order (as Rich shows them)."""
-    return [block.code for block in code_blocks(markdown)]
-
-
 def last_reply(messages: Sequence[ChatMessage]) -> str | None:
     """The text of the last assistant message that has any, or None."""
     return next(

@@ -17,8 +17,8 @@ from mergechat.core.visible import escape_control
 from mergechat.ui.widgets.reply_body import ReplyBody
 
 #: Seconds between drains of the token stream. Each render holds the GIL the engine thread needs
-#: between torch ops: at 50 ms the app decoded a measurably smaller share of bare speed than at
-#: 100 ms, which still reads as a smooth stream.
+#: between torch ops: draining less often leaves decode more of it, and 100 ms still reads as a
+#: smooth stream (BENCHMARKS.md).
 PUMP_INTERVAL = 0.1
 
 
