@@ -39,6 +39,17 @@ class _VersionAction(argparse.Action):
 
 
 # -- value checks (argparse `type=` functions) ----------------------------------------------------
+#: The numeric generation flags: field, metavar, help (the check comes from the field's `Bound`).
+_GENERATION_FLAGS = (
+    ("max_new_tokens", "N", f"default {GenerationSettings().max_new_tokens}"),
+    ("temperature", "T", "0 means greedy"),
+    ("top_p", "P", "nucleus sampling, in (0, 1]"),
+    ("top_k", "K", "sample from the K best; 0: off"),
+    ("repetition_penalty", "R", "> 1 avoids repeats"),
+    ("seed", "N", "random seed for sampling"),
+)
+
+
 def _generation_flag(name: str) -> Callable[[str], object]:
     """The check of flag ``--NAME``, from the bound declared on `GenerationSettings`."""
     bound = BOUNDS[name]
@@ -142,30 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "are even to a terminal (by default a terminal shows them as \\uXXXX text)",
     )
     gen = parser.add_argument_group("generation (default: the model's generation_config.json)")
-    gen.add_argument(
-        "--max-new-tokens", type=_generation_flag("max_new_tokens"), metavar="N", help="default 512"
-    )
-    gen.add_argument(
-        "--temperature", type=_generation_flag("temperature"), metavar="T", help="0 means greedy"
-    )
-    gen.add_argument(
-        "--top-p", type=_generation_flag("top_p"), metavar="P", help="nucleus sampling, in (0, 1]"
-    )
-    gen.add_argument(
-        "--top-k",
-        type=_generation_flag("top_k"),
-        metavar="K",
-        help="sample from the K best; 0: off",
-    )
-    gen.add_argument(
-        "--repetition-penalty",
-        type=_generation_flag("repetition_penalty"),
-        metavar="R",
-        help="> 1 avoids repeats",
-    )
-    gen.add_argument(
-        "--seed", type=_generation_flag("seed"), metavar="N", help="random seed for sampling"
-    )
+    for name, metavar, help_text in _GENERATION_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        gen.add_argument(flag, type=_generation_flag(name), metavar=metavar, help=help_text)
     gen.add_argument(
         "--system", dest="system_prompt", metavar="TEXT", type=text_argument, help="system prompt"
     )
