@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.history_data import add_turn
 from mergechat.cli import main as cli
 from mergechat.cli.history import build_history_parser, run_history
 from mergechat.core.api import ReplyStats
@@ -25,10 +26,10 @@ def saved(tmp_path: Path) -> list[int]:
     """Two conversations; the second is the most recent."""
     with HistoryStore.open() as store:
         first = store.new_conversation(tmp_path / "alpha-merge")
-        store.add_message(first, "user", "What is a DARE merge?")
-        reply = store.add_message(first, "assistant", "", state="streaming")
-        store.update_reply(
-            reply,
+        add_turn(
+            store,
+            first,
+            "What is a DARE merge?",
             "It drops and rescales deltas.",
             "complete",
             stats=STATS,

@@ -8,23 +8,12 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from mergechat.core.api import ReplyStats
+from fixtures.history_data import STATS, add_turn
 from mergechat.core.errors import MergechatError
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store import export
 from mergechat.core.store.store import Conversation, HistoryStore
 
-STATS = ReplyStats(
-    prompt_tokens=21,
-    new_tokens=64,
-    ttft_s=0.31,
-    total_s=2.0,
-    decode_tokens_per_s=47.2,
-    context_used=85,
-    context_max=8192,
-    dtype="bfloat16",
-    device="cpu",
-)
 SETTINGS = GenerationSettings(temperature=0.7, top_p=0.9, max_new_tokens=64, seed=7)
 
 
@@ -32,10 +21,10 @@ SETTINGS = GenerationSettings(temperature=0.7, top_p=0.9, max_new_tokens=64, see
 def conversation(tmp_path: Path) -> Conversation:
     with HistoryStore.open(tmp_path / "h.sqlite3") as store:
         conv = store.new_conversation(tmp_path / "merged-model")
-        store.add_message(conv, "user", "Write *hello* in Python")
-        first = store.add_message(conv, "assistant", "", state="streaming")
-        store.update_reply(
-            first,
+        add_turn(
+            store,
+            conv,
+            "Write *hello* in Python",
             "```python\nprint('hello')\n```",
             "complete",
             stats=STATS,
@@ -43,18 +32,9 @@ def conversation(tmp_path: Path) -> Conversation:
             model_path=tmp_path / "merged-model",
             finish_reason="length",
         )
-        store.add_message(conv, "user", "Again, différent")
-        second = store.add_message(conv, "assistant", "", state="streaming")
-        store.update_reply(
-            second,
-            "Half",
-            "stopped",
-            stats=STATS,
-            settings=GenerationSettings(system_prompt="Be   terse.\nAlways."),
-        )
-        store.add_message(conv, "user", "Third")
-        third = store.add_message(conv, "assistant", "", state="streaming")
-        store.update_reply(third, "", "failed", error="CUDA out of memory")
+        terse = GenerationSettings(system_prompt="Be   terse.\nAlways.")
+        add_turn(store, conv, "Again, différent", "Half", "stopped", stats=STATS, settings=terse)
+        add_turn(store, conv, "Third", "", "failed", error="CUDA out of memory")
         store.add_message(conv, "user", "Fourth")
         store.add_message(conv, "assistant", "cut by a crash", state="streaming")
         return store.get_conversation(conv)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mergechat.core.api import ReplyStats
+from fixtures.history_data import STATS
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store import schema as history_schema
 from mergechat.core.store.reply_writer import ReplyWriter
@@ -25,18 +25,6 @@ from mergechat.core.store.store import (
     HistoryUnavailable,
     UnknownConversation,
     default_path,
-)
-
-STATS = ReplyStats(
-    prompt_tokens=12,
-    new_tokens=40,
-    ttft_s=0.125,
-    total_s=1.5,
-    decode_tokens_per_s=47.25,
-    context_used=52,
-    context_max=2048,
-    dtype="bfloat16",
-    device="cpu",
 )
 
 
@@ -82,12 +70,12 @@ def test_round_trip_of_a_conversation(store: HistoryStore, tmp_path: Path) -> No
     answer = got.messages[1]
     assert (answer.role, answer.text, answer.state) == ("assistant", "Rayleigh.", "complete")
     assert (answer.device, answer.dtype, answer.model_path) == ("cpu", "bfloat16", str(model))
-    assert (answer.prompt_tokens, answer.new_tokens, answer.tokens_per_s) == (12, 40, 47.25)
+    assert (answer.prompt_tokens, answer.new_tokens, answer.tokens_per_s) == (21, 64, 47.2)
     assert (answer.ttft_s, answer.total_s, answer.context_used, answer.context_max) == (
-        0.125,
-        1.5,
-        52,
-        2048,
+        0.31,
+        2.0,
+        85,
+        8192,
     )
     assert answer.finish_reason == "length"
     assert answer.generation_settings() == settings
@@ -207,7 +195,7 @@ def test_v1_database_migrates_to_latest_keeping_its_data(tmp_path: Path) -> None
         )
         # Columns added by later versions work on the migrated file.
         assert s.update_reply(old_reply.id, "done", "complete", stats=STATS, error=None)
-        assert s.get_conversation(7).messages[1].context_max == 2048
+        assert s.get_conversation(7).messages[1].context_max == 8192
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
     indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type='index'")}
