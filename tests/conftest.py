@@ -64,6 +64,14 @@ def tiny_merge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Q8_0 llama GGUF with a chat template, alone in a folder (tests only read it)."""
+    from fixtures.tiny_gguf import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-q8.gguf")
+
+
+@pytest.fixture(scope="session")
 def served_tiny_model(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[object]:

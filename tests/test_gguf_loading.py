@@ -10,15 +10,9 @@ import pytest
 
 from fixtures.tiny_gguf import (
     CONTEXT,
-    FFN,
-    HEADS,
-    HIDDEN,
-    KV_HEADS,
-    LAYERS,
     _tensor_shapes,
-    _tokenizer,
-    build_tiny_gguf,
     expected_parameter_count,
+    start_gguf,
 )
 from fixtures.tiny_models import CHAT_TEMPLATE
 from mergechat.cli import main as cli
@@ -29,12 +23,6 @@ from mergechat.core.errors import ModelFolderError
 from mergechat.core.model.inspection import inspect_model
 
 
-@pytest.fixture(scope="module")
-def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Q8_0 llama GGUF, with a chat template, in a folder of its own."""
-    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-
-
 def _write_gguf(path: Path, *, arch: str = "llama", q8_1_tensor: str | None = None) -> Path:
     """A tiny GGUF like the fixture's, with another architecture name or one Q8_1 tensor.
 
@@ -42,24 +30,8 @@ def _write_gguf(path: Path, *, arch: str = "llama", q8_1_tensor: str | None = No
     """
     import gguf
 
-    tokens, merges, types, special = _tokenizer()
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_context_length(CONTEXT)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_merges(merges)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(special["<|endoftext|>"])
-    writer.add_eos_token_id(special["<|im_end|>"])
-    for name, shape in _tensor_shapes(len(tokens)).items():
+    writer, _special, vocab = start_gguf(path, arch)
+    for name, shape in _tensor_shapes(vocab).items():
         if name == q8_1_tensor:
             q8_1 = gguf.GGMLQuantizationType.Q8_1
             block, size = gguf.GGML_QUANT_SIZES[q8_1]
@@ -89,8 +61,8 @@ def _error_lines(err: str) -> list[str]:
 
 
 # -- inspection and the memory fit ----------------------------------------------------------------
-def test_memory_fit_counts_the_dequantised_weights(gguf_file: Path) -> None:
-    info = inspect_model(gguf_file)
+def test_memory_fit_counts_the_dequantised_weights(tiny_gguf_file: Path) -> None:
+    info = inspect_model(tiny_gguf_file)
     count = expected_parameter_count(info.vocab_size or 0)
     assert info.parameter_count == count
     assert info.gguf_quantization == "Q8_0"
@@ -103,10 +75,10 @@ def test_memory_fit_counts_the_dequantised_weights(gguf_file: Path) -> None:
 
 
 @pytest.mark.slow
-def test_loader_loads_gguf_dense_in_the_chosen_dtype(gguf_file: Path) -> None:
+def test_loader_loads_gguf_dense_in_the_chosen_dtype(tiny_gguf_file: Path) -> None:
     from mergechat.core.engine import loader
 
-    info = inspect_model(gguf_file)
+    info = inspect_model(tiny_gguf_file)
     rec = Recommendation("cpu", "bfloat16", None, "test")
     loaded = loader.load_weights(info, rec, trust_remote_code=False)
     model = loaded.model
@@ -127,9 +99,9 @@ def test_loader_loads_gguf_dense_in_the_chosen_dtype(gguf_file: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
 def test_oneshot_json_on_gguf(
-    gguf_file: Path, as_folder: bool, capsys: pytest.CaptureFixture[str]
+    tiny_gguf_file: Path, as_folder: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = gguf_file.parent if as_folder else gguf_file
+    path = tiny_gguf_file.parent if as_folder else tiny_gguf_file
     argv = [str(path), "--prompt", "Hello", "--max-new-tokens", "4", "--temperature", "0"]
     assert cli.main([*argv, "--json", "--dtype", "float32"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -139,46 +111,53 @@ def test_oneshot_json_on_gguf(
 
 @pytest.mark.slow
 def test_doctor_shows_the_quantisation_type(
-    gguf_file: Path, capsys: pytest.CaptureFixture[str]
+    tiny_gguf_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["doctor", str(gguf_file), "--json"]) == 0
+    assert cli.main(["doctor", str(tiny_gguf_file), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     model = report["model"]
     assert model["weights_format"] == "gguf" and model["gguf_quantization"] == "Q8_0"
     fit = {(v["dtype"]): v["fit"]["needed_bytes"] for v in report["assessment"]["verdicts"]}
     assert fit["float32"] > model["parameter_count"] * 4
-    assert cli.main(["doctor", str(gguf_file)]) == 0
+    assert cli.main(["doctor", str(tiny_gguf_file)]) == 0
     format_line = next(x for x in capsys.readouterr().out.splitlines() if "Format" in x)
     assert "gguf Q8_0" in format_line
 
 
 # -- what transformers cannot read: one clear line ------------------------------------------------
 @pytest.mark.slow
-def test_unsupported_architecture_is_one_clear_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "options", "error", "hint"),
+    [
+        (
+            "grok.gguf",
+            {"arch": "grok"},
+            "this version of transformers cannot load GGUF files of architecture grok",
+            "safetensors",
+        ),
+        (
+            "q81.gguf",
+            {"q8_1_tensor": "blk.0.attn_q.weight"},
+            "transformers cannot dequantise the GGUF quantisation type Q8_1 used in this file",
+            "Q8_0",
+        ),
+    ],
+)
+def test_an_architecture_or_quantisation_transformers_cannot_read_is_one_clear_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    options: dict[str, str],
+    error: str,
+    hint: str,
 ) -> None:
-    path = _write_gguf(tmp_path / "grok.gguf", arch="grok")
-    assert inspect_model(path).model_type == "grok"  # inspection reads it; loading cannot
+    path = _write_gguf(tmp_path / name, **options)
+    # Inspection reads it; loading cannot.
+    assert inspect_model(path).model_type == options.get("arch", "llama")
     assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 2  # bad input
-    error, hint = _error_lines(capsys.readouterr().err)
-    assert error == (
-        "mergechat: error: this version of transformers cannot load GGUF files of architecture grok"
-    )
-    assert "safetensors" in hint
-
-
-@pytest.mark.slow
-def test_unsupported_quantisation_is_one_clear_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = _write_gguf(tmp_path / "q81.gguf", q8_1_tensor="blk.0.attn_q.weight")
-    assert cli.main([str(path), "--prompt", "hi", "--max-new-tokens", "2"]) == 2
-    error, hint = _error_lines(capsys.readouterr().err)
-    assert error == (
-        "mergechat: error: transformers cannot dequantise the GGUF quantisation type Q8_1 "
-        "used in this file"
-    )
-    assert "Q8_0" in hint
+    error_line, hint_line = _error_lines(capsys.readouterr().err)
+    assert error_line == f"mergechat: error: {error}"
+    assert hint in hint_line
 
 
 @pytest.mark.parametrize(

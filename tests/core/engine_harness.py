@@ -112,6 +112,17 @@ def running(
         harness.close()
 
 
+@contextmanager
+def running_chatty(
+    factory: pytest.TempPathFactory, model: Path, **kwargs: Any
+) -> Iterator[Harness]:
+    """`running` on a copy of ``model`` with min_new_tokens=64 in its generation_config.json, so
+    EOS never ends a short reply: replies have a known length."""
+    folder = copy_model(model, factory.mktemp("chatty") / "chatty", min_new_tokens=64)
+    with running(factory, folder, **kwargs) as harness:
+        yield harness
+
+
 def ask(text: str) -> list[ChatMessage]:
     return [ChatMessage("user", text)]
 

@@ -21,6 +21,7 @@ from engine_harness import Harness, ask, running
 from transformers import LlamaForCausalLM
 from transformers.generation.logits_process import LogitsProcessorList
 
+from fixtures.tiny_models import build_tiny_llama
 from mergechat.core.api import (
     ReplyFailed,
     ReplyFinished,
@@ -48,31 +49,8 @@ def harness(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="module")
 def deep_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama with 8 layers and an 8k context (8 points where a prefill can stop)."""
-    from transformers import GenerationConfig, LlamaConfig
-
-    from fixtures.tiny_models import build_tokenizer
-
     out = tmp_path_factory.mktemp("deep") / "tiny-llama-deep"
-    out.mkdir()
-    build_tokenizer(out)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=384,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=8,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.config.dtype = "bfloat16"
-    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=0)
-    model.save_pretrained(out)
-    return out
+    return build_tiny_llama(out, seed=0, context=8192, layers=8)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +105,16 @@ def _fail_on_call(
     monkeypatch.setattr(target, name, failing)
 
 
+def _failed_turn(harness: Harness) -> tuple[ReplyStarted, ReplyFailed]:
+    """Ask once while a fault is injected: the turn fails and its stream is closed."""
+    request_id = harness.engine.generate(ask("Hello"), GREEDY)
+    started = harness.wait_for(ReplyStarted)
+    failed = harness.wait_for(ReplyFailed, ReplyFinished)
+    assert isinstance(failed, ReplyFailed) and failed.request_id == request_id
+    assert started.stream.closed
+    return started, failed
+
+
 # -- 1. an exception inside generation ---------------------------------------------------------
 @pytest.mark.parametrize(
     ("where", "exc", "message"),
@@ -149,12 +137,9 @@ def test_an_exception_after_some_tokens_fails_the_turn_and_the_next_prompt_works
         _fail_on_call(monkeypatch, LlamaForCausalLM, "forward", 5, exc)
     else:
         _fail_on_call(monkeypatch, LogitsProcessorList, "__call__", 5, exc)
-    request_id = harness.engine.generate(ask("Hello"), GREEDY)
-    started = harness.wait_for(ReplyStarted)
-    failed = harness.wait_for(ReplyFailed, ReplyFinished)
-    assert isinstance(failed, ReplyFailed) and failed.request_id == request_id
+    started, failed = _failed_turn(harness)
     assert failed.message == message
-    assert started.stream.closed and started.stream.token_count == 4
+    assert started.stream.token_count == 4
     # The partial text is what streamed, and the start of the reply it would have given.
     assert failed.partial_text == started.stream.drain() != ""
     assert baseline.text.startswith(failed.partial_text)
@@ -167,12 +152,8 @@ def test_an_exception_before_the_first_token_fails_the_turn(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fail_on_call(monkeypatch, LlamaForCausalLM, "forward", 1, RuntimeError("at prefill"))
-    harness.engine.generate(ask("Hello"), GREEDY)
-    started = harness.wait_for(ReplyStarted)
-    failed = harness.wait_for(ReplyFailed, ReplyFinished)
-    assert isinstance(failed, ReplyFailed)
+    _started, failed = _failed_turn(harness)
     assert (failed.message, failed.partial_text) == ("RuntimeError: at prefill", "")
-    assert started.stream.closed
     monkeypatch.undo()
     _assert_healthy(harness, "bfloat16")
 
@@ -184,12 +165,8 @@ def test_an_exception_after_generate_returns_fails_the_turn(
     _fail_on_call(
         monkeypatch, generation, "_decode", 1, UnicodeDecodeError("utf-8", b"", 0, 1, "x")
     )
-    request_id = harness.engine.generate(ask("Hello"), GREEDY)
-    started = harness.wait_for(ReplyStarted)
-    failed = harness.wait_for(ReplyFailed, ReplyFinished)
-    assert isinstance(failed, ReplyFailed) and failed.request_id == request_id
+    _started, failed = _failed_turn(harness)
     assert failed.message.startswith("UnicodeDecodeError")
-    assert started.stream.closed
     monkeypatch.undo()
     _assert_healthy(harness, "bfloat16")
 

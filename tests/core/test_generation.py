@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import torch
-from engine_harness import Harness, ask, copy_model, running
-from transformers import AutoTokenizer, GenerationConfig
+from engine_harness import Harness, ask, copy_model, running, running_chatty
+from transformers import GenerationConfig
 
 from fixtures.tiny_models import build_tiny_llama
 from mergechat.core.api import ChatMessage, ReplyFinished, ReplyStarted
@@ -26,17 +26,8 @@ LONG = "The capital of France is Paris. The capital of Italy is Rome. " * 3
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def chatty(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    """The tiny model with min_new_tokens=64 by default, so EOS never ends a short reply."""
-    folder = copy_model(
-        tiny_model_dir, tmp_path_factory.mktemp("gen") / "chatty", min_new_tokens=64
-    )
-    with running(tmp_path_factory, folder) as harness:
+    with running_chatty(tmp_path_factory, tiny_model_dir) as harness:
         yield harness
 
 

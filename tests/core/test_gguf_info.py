@@ -21,14 +21,9 @@ from mergechat.core.errors import ModelFolderError
 from mergechat.core.model.gguf import read_gguf_info
 
 
-@pytest.fixture(scope="module")
-def q8_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-
-
-def test_metadata_of_q8_file(q8_file: Path) -> None:
-    info = read_gguf_info(q8_file)
-    assert info.path == q8_file
+def test_metadata_of_q8_file(tiny_gguf_file: Path) -> None:
+    info = read_gguf_info(tiny_gguf_file)
+    assert info.path == tiny_gguf_file
     assert info.architecture == "llama"
     assert info.name == "tiny-gguf-llama"
     assert info.quantization == "Q8_0"
@@ -72,10 +67,12 @@ def test_no_chat_template(tmp_path: Path) -> None:
         (None, ""),  # the real file cut in half
     ],
 )
-def test_invalid_files(q8_file: Path, tmp_path: Path, content: bytes | None, reason: str) -> None:
+def test_invalid_files(
+    tiny_gguf_file: Path, tmp_path: Path, content: bytes | None, reason: str
+) -> None:
     bad = tmp_path / "bad.gguf"
     if content is None:
-        data = q8_file.read_bytes()
+        data = tiny_gguf_file.read_bytes()
         content = data[: len(data) // 2]
     bad.write_bytes(content)
     with pytest.raises(ModelFolderError, match="not a valid GGUF file") as err:
@@ -84,14 +81,14 @@ def test_invalid_files(q8_file: Path, tmp_path: Path, content: bytes | None, rea
     assert reason in err.value.message
 
 
-def test_transformers_loads_the_fixture(q8_file: Path) -> None:
+def test_transformers_loads_the_fixture(tiny_gguf_file: Path) -> None:
     """The fixture is a real GGUF: transformers builds model and tokenizer from it alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = q8_file.parent, q8_file.name
+    folder, name = tiny_gguf_file.parent, tiny_gguf_file.name
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    info = read_gguf_info(q8_file)
+    info = read_gguf_info(tiny_gguf_file)
     assert sum(p.numel() for p in model.parameters()) == info.parameter_count
     assert model.config.max_position_embeddings == info.context_length
     batch: Any = tokenizer.apply_chat_template(

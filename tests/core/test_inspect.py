@@ -47,13 +47,6 @@ def sharded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("sharded") / "m", max_shard_size="50KB")
 
 
-@pytest.fixture(scope="module")
-def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fixtures.tiny_gguf import build_tiny_gguf
-
-    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-q8.gguf")
-
-
 # --- healthy models ---------------------------------------------------------------------------
 
 
@@ -267,12 +260,12 @@ def test_pytorch_bin_only(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert any("pickled" in w for w in info.warnings)
 
 
-def test_gguf_file(gguf_file: Path) -> None:
+def test_gguf_file(tiny_gguf_file: Path) -> None:
     from fixtures.tiny_gguf import CONTEXT, expected_parameter_count
 
-    info = inspect_model(gguf_file)
+    info = inspect_model(tiny_gguf_file)
     assert info.weights_format == "gguf"
-    assert info.path == info.gguf_file == gguf_file.resolve()
+    assert info.path == info.gguf_file == tiny_gguf_file.resolve()
     assert info.name == "tiny-q8"
     assert info.model_type == "llama"
     assert info.gguf_quantization == "Q8_0"
@@ -281,14 +274,14 @@ def test_gguf_file(gguf_file: Path) -> None:
     assert info.context_length == CONTEXT
     assert (info.num_layers, info.num_kv_heads, info.head_dim) == (2, 2, 16)
     assert info.has_tokenizer and info.has_chat_template and not info.has_generation_config
-    assert info.weights_bytes_on_disk == gguf_file.stat().st_size
+    assert info.weights_bytes_on_disk == tiny_gguf_file.stat().st_size
     assert info.disk_dtype == "float32"
 
 
-def test_folder_with_only_a_gguf(gguf_file: Path, tmp_path: Path) -> None:
+def test_folder_with_only_a_gguf(tiny_gguf_file: Path, tmp_path: Path) -> None:
     folder = tmp_path / "quantised"
     folder.mkdir()
-    shutil.copy(gguf_file, folder / "model-q8.gguf")
+    shutil.copy(tiny_gguf_file, folder / "model-q8.gguf")
     info = inspect_model(folder)
     assert info.path == folder.resolve()
     assert info.name == "quantised"
@@ -296,9 +289,9 @@ def test_folder_with_only_a_gguf(gguf_file: Path, tmp_path: Path) -> None:
     assert info.weights_format == "gguf" and info.gguf_quantization == "Q8_0"
 
 
-def test_folder_with_several_ggufs(gguf_file: Path, tmp_path: Path) -> None:
+def test_folder_with_several_ggufs(tiny_gguf_file: Path, tmp_path: Path) -> None:
     for name in ("a.gguf", "b.gguf"):
-        shutil.copy(gguf_file, tmp_path / name)
+        shutil.copy(tiny_gguf_file, tmp_path / name)
     with pytest.raises(ModelFolderError, match=r"2 \.gguf files"):
         inspect_model(tmp_path)
 

@@ -221,22 +221,24 @@ def test_key_from_the_config_file(
     assert "from-file" not in repr(loaded)  # the key is in no event
 
 
-def test_server_error_before_the_stream(harness: Harness, server: Running) -> None:
+def _failed_reply(harness: Harness, server: Running, chat: str) -> ReplyFailed:
+    """The reply that fails when the server answers the chat request as ``chat`` scripts."""
     harness.loaded(server.url)
-    server.script.chat = "error500"
+    server.script.chat = chat
     _ask(harness)
     failed = harness.next(ReplyFinished, ReplyFailed)
     assert isinstance(failed, ReplyFailed)
+    return failed
+
+
+def test_server_error_before_the_stream(harness: Harness, server: Running) -> None:
+    failed = _failed_reply(harness, server, "error500")
     assert "HTTP 500" in failed.message and "CUDA out of memory" in failed.message
     assert "\x1b" not in failed.message and failed.partial_text == ""
 
 
 def test_disconnect_mid_stream_keeps_the_partial_reply(harness: Harness, server: Running) -> None:
-    harness.loaded(server.url)
-    server.script.chat = "disconnect"
-    _ask(harness)
-    failed = harness.next(ReplyFinished, ReplyFailed)
-    assert isinstance(failed, ReplyFailed)
+    failed = _failed_reply(harness, server, "disconnect")
     assert failed.partial_text == "Hello"
     assert "without finishing" in failed.message
 
@@ -244,11 +246,8 @@ def test_disconnect_mid_stream_keeps_the_partial_reply(harness: Harness, server:
 def test_no_first_byte_within_the_timeout(server: Running) -> None:
     quick = Harness(timeout=1.0)
     try:
-        quick.loaded(server.url)
-        server.script.chat = "stall"
-        _ask(quick)
-        failed = quick.next(ReplyFinished, ReplyFailed)
-        assert isinstance(failed, ReplyFailed) and "did not answer in time" in failed.message
+        failed = _failed_reply(quick, server, "stall")
+        assert "did not answer in time" in failed.message
     finally:
         quick.client.shutdown(timeout=5)
 

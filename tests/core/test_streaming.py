@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from engine_harness import Harness, ask, copy_model, running
-from transformers import AutoTokenizer
+from engine_harness import Harness, ask, running_chatty
 
 from mergechat.core.api import ReplyFinished, ReplyStarted
 from mergechat.core.engine.hooks import IdStreamer
@@ -20,17 +19,8 @@ from mergechat.core.streaming import ReplyStream
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def chatty(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    # min_new_tokens in generation_config.json keeps EOS away: replies have a known length.
-    folder = copy_model(
-        tiny_model_dir, tmp_path_factory.mktemp("stream") / "chatty", min_new_tokens=64
-    )
-    with running(tmp_path_factory, folder, dtype="bfloat16") as harness:
+    with running_chatty(tmp_path_factory, tiny_model_dir, dtype="bfloat16") as harness:
         yield harness
 
 
