@@ -123,15 +123,16 @@ def _assert_reply(out: str) -> None:
 
 
 # -- the matrix: one-shot CLI and doctor ----------------------------------------------------------
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.fixture(params=list(CASES))
+def row(request: pytest.FixtureRequest, built: dict[str, tuple[Path, Path]]) -> tuple[Case, Path]:
+    """One case of the matrix (tests run once per case) and the model built for it."""
+    return CASES[request.param], built[request.param][1]
+
+
 def test_oneshot_matrix(
-    name: str,
-    built: dict[str, tuple[Path, Path]],
-    steady_probes: None,
-    capsys: pytest.CaptureFixture[str],
+    row: tuple[Case, Path], steady_probes: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    case: Case = CASES[name]
-    _root, path = built[name]
+    case, path = row
     rc, out, err = _run_main([str(path), *ONESHOT_FLAGS], capsys)
     assert_outcome(case.expected, case.exit_code, case.must_contain, rc, out, err)
     if case.expected == "error":
@@ -140,15 +141,10 @@ def test_oneshot_matrix(
         _assert_reply(out)
 
 
-@pytest.mark.parametrize("name", list(CASES))
 def test_doctor_matrix(
-    name: str,
-    built: dict[str, tuple[Path, Path]],
-    steady_probes: None,
-    capsys: pytest.CaptureFixture[str],
+    row: tuple[Case, Path], steady_probes: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    case: Case = CASES[name]
-    _root, path = built[name]
+    case, path = row
     rc, out, err = _run_main(["doctor", str(path)], capsys)
     assert_outcome(case.doctor_expected, case.doctor_exit_code, case.must_contain, rc, out, err)
     if rc == 0:

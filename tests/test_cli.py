@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.cli_process import run_mergechat
 from mergechat import __version__
 from mergechat.cli import app_launch
 from mergechat.cli import args as cli_args
@@ -281,17 +282,12 @@ def test_oneshot_json_real_merge(
 
 @pytest.mark.slow
 def test_python_m_mergechat_subprocess(tiny_merge_dir: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "mergechat", str(tiny_merge_dir), "--prompt", "Hello",
-           "--max-new-tokens", "10", "--temperature", "0"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    prompt = ["--prompt", "Hello", "--max-new-tokens", "10", "--temperature", "0"]
+    proc = run_mergechat(str(tiny_merge_dir), *prompt, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() and proc.stdout.endswith("\n")
     assert "Traceback" not in proc.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "mergechat", str(tiny_merge_dir), "--top-p", "2"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    bad = run_mergechat(str(tiny_merge_dir), "--top-p", "2", timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == [
         "mergechat: error: argument --top-p: expected a number in (0, 1], got '2'"

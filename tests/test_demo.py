@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.cli_process import run_mergechat
 from fixtures.tiny_gguf import build_tiny_gguf, expected_parameter_count
 from mergechat.cli import app_launch, demo
 from mergechat.cli import main as cli
@@ -43,14 +43,7 @@ def _pip_unavailable(env: dict[str, str], tmp: Path) -> dict[str, str]:
 
 def _mergechat(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mergechat", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    proc = run_mergechat(*args, env=env, timeout=900)
     return proc, time.perf_counter() - start
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 
+from fixtures.fuzz import fuzz_settings
 from mergechat.cli import app_launch
 from mergechat.cli import main as cli
 from mergechat.core.model.demo_fetch import ENV_DEMO_WHEEL
@@ -180,11 +181,7 @@ def run_and_check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[
     return code, out, err
 
 
-_CLI_FUZZ = settings(
-    deadline=None,
-    max_examples=80,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+_CLI_FUZZ = fuzz_settings(80, HealthCheck.too_slow)
 
 
 @_CLI_FUZZ
@@ -241,11 +238,7 @@ GEN_OPTIONS: dict[str, Any] = {
 }
 
 
-@settings(
-    deadline=None,
-    max_examples=6,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz_settings(6, HealthCheck.too_slow)
 @given(
     prompt=_JUNK,
     flags=st.lists(st.sampled_from(sorted(GEN_OPTIONS)), max_size=4, unique=True),

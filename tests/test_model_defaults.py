@@ -6,14 +6,12 @@ The model stays loadable, the user's flags still decide, and doctor names the ig
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fixtures.broken_models import build_invalid_generation_defaults, copy_good
+from fixtures.cli_process import run_mergechat
 from mergechat.cli import main as cli
 from mergechat.core.settings.model_defaults import describe, read_model_defaults
 
@@ -85,14 +83,7 @@ def test_real_cli_chats_with_the_flags_and_one_warning(
     """No --temperature: the model's do_sample applies, with transformers' temperature."""
     folder = build_invalid_generation_defaults(tmp_path, tiny_model_dir)
     argv = [str(folder), "--prompt", "hi", "--max-new-tokens", "4", "--json", "--no-history"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mergechat", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+    proc = run_mergechat(*argv, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if "generation_config.json" in ln]

@@ -4,12 +4,12 @@ one-shot mode in a subprocess, its JSON, and no torch import in mergechat's own 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from fixtures.cli_process import run_mergechat
 from fixtures.transformers_server import ServedModel
 
 pytestmark = pytest.mark.slow
@@ -18,15 +18,7 @@ TIMEOUT_S = 180.0
 
 
 def _mergechat(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "mergechat", *argv],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=env,
-        check=False,
-    )
+    return run_mergechat(*argv, timeout=TIMEOUT_S)
 
 
 def test_oneshot_json_against_transformers_serve(served_tiny_model: ServedModel) -> None:

@@ -96,10 +96,21 @@ def known_arch(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]:
     return make_code_folder(tiny_model_dir, folder, marker, model_type="llama"), marker
 
 
+@pytest.fixture
+def model_copy(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A copy of the tiny model that the test may change."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def ask_once(capsys: pytest.CaptureFixture[str], model: Path) -> tuple[int, str, str]:
+    """A one-token one-shot chat with ``model`` through ``cli.main``."""
+    return run_cli(capsys, str(model), "--prompt", "hi", "--max-new-tokens", "1")
 
 
 def load_through_engine(request: LoadRequest) -> EngineEvent:
@@ -140,7 +151,7 @@ def test_oneshot_refuses_a_folder_that_only_loads_by_running_its_code(
     foreign_arch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, marker = foreign_arch
-    code, out, err = run_cli(capsys, str(folder), "--prompt", "hi", "--max-new-tokens", "1")
+    code, out, err = ask_once(capsys, folder)
     assert not marker.exists()
     assert code == 2 and out == ""
     assert err.startswith("mergechat: error:") and says_it_ships_code(err), err
@@ -168,7 +179,7 @@ def test_a_known_architecture_loads_with_the_builtin_code_not_the_folders(
     known_arch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, marker = known_arch
-    code, out, err = run_cli(capsys, str(folder), "--prompt", "hi", "--max-new-tokens", "1")
+    code, out, err = ask_once(capsys, folder)
     assert not marker.exists()
     assert code == 0 and out, err
     event = load_through_engine(app_request(folder))
@@ -193,7 +204,7 @@ def test_a_known_architecture_with_code_says_its_code_was_not_run(
     known_arch: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, marker = known_arch
-    code, _, err = run_cli(capsys, str(folder), "--prompt", "hi", "--max-new-tokens", "1")
+    code, _, err = ask_once(capsys, folder)
     assert code == 0 and not marker.exists()
     assert says_it_ships_code(err), err
     event = load_through_engine(app_request(folder))
@@ -290,45 +301,41 @@ class _RunsAShell:
 
 
 def test_a_pickle_that_runs_code_is_refused_everywhere(
-    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, model_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import torch
     from safetensors.torch import load_file
 
     marker = tmp_path / "marker-pickle"
-    folder = tmp_path / "pickled"
-    shutil.copytree(tiny_model_dir, folder)
-    weights = dict(load_file(folder / "model.safetensors"))
-    (folder / "model.safetensors").unlink()
-    torch.save({**weights, "payload": _RunsAShell(marker)}, folder / "pytorch_model.bin")
+    weights = dict(load_file(model_copy / "model.safetensors"))
+    (model_copy / "model.safetensors").unlink()
+    torch.save({**weights, "payload": _RunsAShell(marker)}, model_copy / "pytorch_model.bin")
 
-    code, out, err = run_cli(capsys, str(folder), "--prompt", "hi", "--max-new-tokens", "1")
+    code, out, err = ask_once(capsys, model_copy)
     assert not marker.exists()
     assert code == 2 and out == "" and err.startswith("mergechat: error:"), err
-    code, out, err = run_cli(capsys, "doctor", str(folder))
+    code, out, err = run_cli(capsys, "doctor", str(model_copy))
     assert not marker.exists()
     assert code in (0, 2) and "Traceback" not in out + err
-    event = load_through_engine(app_request(folder))
+    event = load_through_engine(app_request(model_copy))
     assert not marker.exists()
     assert isinstance(event, LoadFailed) and event.exit_code == 2, event
 
 
 def test_a_chat_template_cannot_reach_python(
-    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, model_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Jinja chat templates run in transformers' sandbox: the classic escape is refused."""
     marker = tmp_path / "marker-template"
-    folder = tmp_path / "template"
-    shutil.copytree(tiny_model_dir, folder)
     for name in ("chat_template.jinja", "chat_template.json"):
-        (folder / name).unlink(missing_ok=True)
-    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+        (model_copy / name).unlink(missing_ok=True)
+    tok_config = json.loads((model_copy / "tokenizer_config.json").read_text())
     tok_config["chat_template"] = (
         "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
         "{{ self.__init__.__globals__.__builtins__.open('" + str(marker) + "', 'w') }}"
     )
-    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
-    code, out, err = run_cli(capsys, str(folder), "--prompt", "hi", "--max-new-tokens", "1")
+    (model_copy / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    code, out, err = ask_once(capsys, model_copy)
     assert not marker.exists()
     assert code in (1, 2), (code, out, err)
     assert "Traceback" not in err

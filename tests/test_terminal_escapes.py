@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.cli_process import run_mergechat
 from fixtures.escape_model import ESCAPES, RAW_MARKERS, build_escape_model
 from mergechat.cli import main as cli
 from mergechat.core.engine.error_translation import translate
@@ -171,15 +172,7 @@ def test_non_utf8_text_is_one_error_and_nothing_is_saved(
 
 # -- item 9: the app needs a terminal ------------------------------------------------------------
 def test_the_app_refuses_to_start_without_a_terminal(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mergechat", str(tmp_path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = run_mergechat(str(tmp_path), stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from fixtures.fuzz import fuzz_settings
+from fixtures.toml_read import tomllib
 from mergechat.core.errors import MergechatError
 from mergechat.core.settings import locations
 from mergechat.core.settings.config import (
@@ -323,9 +319,7 @@ _TOML_ISH = st.text(
 )
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@fuzz_settings(300)
 @given(body=_TOML_ISH)
 def test_fuzz_arbitrary_text_never_raises(tmp_path: Path, body: str) -> None:
     path = tmp_path / "fuzz.toml"

@@ -9,21 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from fixtures.fuzz import fuzz_settings
+from fixtures.toml_read import tomllib
 from mergechat.core.settings.config import (
     MAX_PROBLEMS,
     MAX_RECENT_MODELS,
@@ -34,9 +30,7 @@ from mergechat.core.settings.config import (
 )
 from mergechat.core.settings.toml_text import toml_key, toml_value
 
-FUZZ = settings(
-    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150
-)
+FUZZ = fuzz_settings(150)
 _DEVICE = re.compile(r"auto|cpu|mps|(?:cuda|xpu)(?::\d{1,3})?")
 _THEME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _KNOWN = {

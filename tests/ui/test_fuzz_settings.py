@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from app_helpers import wait_for
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from screen_helpers import HostApp, detect_engine, make_event
 from textual.widgets import Input, Static
 
+from fixtures.fuzz import fuzz_settings
 from mergechat.core.api import ModelState
 from mergechat.core.detect.capabilities import Recommendation
 from mergechat.core.dtypes import DTYPES
@@ -31,9 +32,7 @@ from mergechat.core.settings.generation import GenerationSettings
 from mergechat.ui.screens import settings_logic as logic
 from mergechat.ui.screens.settings import SettingsScreen
 
-FUZZ = settings(
-    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200
-)
+FUZZ = fuzz_settings(200)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FIELDS = [f.name for f in fields(GenerationSettings)]
 
