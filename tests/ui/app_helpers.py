@@ -7,16 +7,19 @@ autouse in tests/ui/conftest.py), so no test reads the app's private notificatio
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 import pytest
 from textual.app import App
 from textual.notifications import Notification, SeverityLevel
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from fixtures.fake_engine import FakeEngine, Script
 from mergechat.core.api import EventSink, ReplyFinished
@@ -25,6 +28,10 @@ from mergechat.ui.options import AppOptions
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 
 MODEL_PATH = Path("/models/fake-merge")
+#: The terminal most app tests run in.
+SIZE = (100, 30)
+
+S = TypeVar("S", bound=Screen[Any])
 
 #: Every notification each app was asked to show, in order (expired or cleared ones included).
 _NOTIFIED: WeakKeyDictionary[App[Any], list[Notification]] = WeakKeyDictionary()
@@ -55,6 +62,42 @@ async def wait_for(
             raise AssertionError(f"timed out waiting for {predicate}")
         await pilot.pause(0.01)
     await asyncio.sleep(0)
+
+
+def write_config(text: str) -> Path:
+    """Write ``text`` as the user's config.toml (in the test's config dir); return its path."""
+    path = Path(os.environ["MERGECHAT_CONFIG_DIR"]) / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def ready(fake: FakeApp, pilot: Pilot[Any]) -> None:
+    """Until the fake model is loaded and the chat takes a prompt."""
+    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+
+
+@asynccontextmanager
+async def ready_app(fake: FakeApp, size: tuple[int, int] = SIZE) -> AsyncIterator[Pilot[Any]]:
+    """Run ``fake``'s app (headless, ``size``) and hand over its pilot once it is `ready`."""
+    async with fake.app.run_test(size=size) as pilot:
+        await ready(fake, pilot)
+        yield pilot
+
+
+async def send(pilot: Pilot[Any], text: str) -> None:
+    """Type ``text`` into the prompt and press Enter."""
+    await pilot.press(*text)
+    await pilot.press("enter")
+
+
+async def open_screen(fake: FakeApp, pilot: Pilot[Any], key: str, kind: type[S]) -> S:
+    """Press ``key`` and wait until a ``kind`` screen is on top; return it."""
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(fake.app.screen, kind))
+    screen = fake.app.screen
+    assert isinstance(screen, kind)
+    return screen
 
 
 def real_app(
@@ -91,6 +134,12 @@ async def reply_done(fake: FakeApp, pilot: Pilot[Any], count: int = 1, *, footer
         )
 
     await wait_for(pilot, done)
+
+
+async def send_and_wait(fake: FakeApp, pilot: Pilot[Any], text: str, count: int) -> None:
+    """`send` ``text`` and wait until reply number ``count`` is finished and shown."""
+    await send(pilot, text)
+    await reply_done(fake, pilot, count)
 
 
 def record_notifications(monkeypatch: pytest.MonkeyPatch) -> None:

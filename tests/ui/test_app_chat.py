@@ -5,24 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from app_helpers import FakeApp, notifications, reply_done, wait_for
-from textual.pilot import Pilot
+from app_helpers import SIZE, FakeApp, notifications, ready, ready_app, reply_done, send, wait_for
 
 from fixtures.fake_engine import DEFAULT_REPLY, Script
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import UserMessage
 
-SIZE = (100, 30)
 LONG_REPLY = [f" word{i}" for i in range(400)]
-
-
-async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
-    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
-
-
-async def send(pilot: Pilot[object], text: str) -> None:
-    await pilot.press(*text)
-    await pilot.press("enter")
 
 
 def replies(fake: FakeApp) -> list[AssistantMessage]:
@@ -31,8 +20,7 @@ def replies(fake: FakeApp) -> list[AssistantMessage]:
 
 async def test_send_streams_markdown_and_shows_a_footer() -> None:
     fake = FakeApp(Script(reply=LONG_REPLY[:100], token_delay=0.03))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "hello there")
         # Part of the text is on screen while the reply is still streaming.
         await wait_for(
@@ -56,8 +44,7 @@ async def test_send_streams_markdown_and_shows_a_footer() -> None:
 @pytest.mark.parametrize("key", ["escape", "ctrl+c"])
 async def test_escape_or_ctrl_c_stops_and_keeps_the_partial_reply(key: str) -> None:
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "go")
         await wait_for(
             pilot, lambda: bool(replies(fake)) and "word5" in replies(fake)[0].body.source
@@ -80,8 +67,7 @@ async def test_escape_or_ctrl_c_stops_and_keeps_the_partial_reply(key: str) -> N
 
 async def test_regenerate_replaces_the_last_reply() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "hi")
         await reply_done(fake, pilot, footer="tokens")
         fake.script.reply = ["Another", " answer"]
@@ -96,8 +82,7 @@ async def test_regenerate_replaces_the_last_reply() -> None:
 
 async def test_continue_extends_a_reply_that_hit_the_token_limit(tmp_path: object) -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.config = _with_max_tokens(fake.app.config, 3)
         await send(pilot, "hi")
         await reply_done(fake, pilot, footer="tokens")
@@ -124,8 +109,7 @@ def _with_max_tokens(config: object, n: int) -> object:
 
 async def test_new_chat_clears_everything() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "hi")
         await reply_done(fake, pilot, footer="tokens")
         await pilot.press("ctrl+n")
@@ -140,8 +124,7 @@ async def test_new_chat_clears_everything() -> None:
 
 async def test_up_and_down_recall_earlier_prompts() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         for prompt in ("first", "second"):
             await send(pilot, prompt)
             await reply_done(fake, pilot, count=1 if prompt == "first" else 2, footer="tokens")
@@ -161,8 +144,7 @@ async def test_up_and_down_recall_earlier_prompts() -> None:
 
 async def test_ctrl_j_inserts_a_newline_and_enter_sends_both_lines() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press(*"one")
         await pilot.press("ctrl+j")
         await pilot.press(*"two")
@@ -193,8 +175,7 @@ async def test_typing_works_while_loading_but_sending_waits() -> None:
 
 async def test_ctrl_q_exits_with_code_zero() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("ctrl+q")
         await pilot.pause()
     assert fake.app.return_code == 0
@@ -204,8 +185,7 @@ async def test_ctrl_q_exits_with_code_zero() -> None:
 async def test_second_enter_while_streaming_is_refused() -> None:
     gate = threading.Event()
     fake = FakeApp(Script(reply_gate=gate))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "one")
         await send(pilot, "two")
         assert fake.app.chat.prompt.text == "two"
@@ -217,8 +197,7 @@ async def test_second_enter_while_streaming_is_refused() -> None:
 
 async def test_default_reply_text() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await send(pilot, "hi")
         await reply_done(fake, pilot, footer="tokens")
         assert replies(fake)[0].body.source == "".join(DEFAULT_REPLY)
@@ -226,8 +205,7 @@ async def test_default_reply_text() -> None:
 
 async def test_ctrl_c_with_a_selection_copies_instead_of_stopping() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press(*"copy me")
         copied: list[str] = []
         fake.app.copy_to_clipboard = copied.append  # type: ignore[method-assign]

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import threading
 
-from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
-from textual.pilot import Pilot
+from app_helpers import (
+    MODEL_PATH,
+    SIZE,
+    FakeApp,
+    notices,
+    notifications,
+    ready,
+    ready_app,
+    wait_for,
+)
 
 from fixtures.fake_engine import Script
 from mergechat.core.api import LoadProgress, MeasuredSpeed, ModelLoaded, ModelState
@@ -15,19 +23,9 @@ from mergechat.ui.verdicts import ShownVerdict
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.status_bar import StatusBar
 
-SIZE = (100, 30)
-
-
-def notes(fake: FakeApp) -> list[str]:
-    return [n.message for n in notifications(fake.app)]
-
 
 def severities(fake: FakeApp) -> list[str]:
     return [n.severity for n in notifications(fake.app)]
-
-
-async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
-    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
 
 
 async def test_status_bar_follows_every_event() -> None:
@@ -71,8 +69,7 @@ async def test_status_bar_follows_every_event() -> None:
 
 async def test_the_status_dtype_is_the_models_not_the_requests() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         state = ModelState(MODEL_PATH, "other", "cuda:0+cpu offload", "float16", "bfloat16", 4096)
         fake.app.post_message(EngineEventMessage(ModelLoaded(state)))
         await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float16")
@@ -83,8 +80,7 @@ async def test_the_status_dtype_is_the_models_not_the_requests() -> None:
 
 async def test_precision_menu_switches_and_reports_fidelity() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await wait_for(pilot, lambda: fake.app.capabilities is not None)
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, PrecisionScreen))
@@ -92,7 +88,7 @@ async def test_precision_menu_switches_and_reports_fidelity() -> None:
         await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float32")
         assert fake.engine is not None and fake.engine.switches == ["float32"]
         assert fake.app.model_state is not None and fake.app.model_state.dtype == "float32"
-        assert any("97.5% top-1 agreement" in n for n in notes(fake))
+        assert any("97.5% top-1 agreement" in n for n in notices(fake.app))
         # F3 is the alias; the verdicts come from the detector's probes
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, PrecisionScreen))
@@ -110,8 +106,7 @@ async def test_precision_menu_switches_and_reports_fidelity() -> None:
 
 async def test_conversation_stays_across_a_switch() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("h", "i", "enter")
         await wait_for(pilot, lambda: len(fake.app.chat.conversation.messages) == 2)
         await ready(fake, pilot)
@@ -123,10 +118,9 @@ async def test_conversation_stays_across_a_switch() -> None:
 
 async def test_failed_switch_keeps_the_precision_and_shows_the_error() -> None:
     fake = FakeApp(Script(switch_error="float16 overflowed to inf"))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.switch_precision("float16")
-        await wait_for(pilot, lambda: any("overflowed" in n for n in notes(fake)))
+        await wait_for(pilot, lambda: any("overflowed" in n for n in notices(fake.app)))
         await ready(fake, pilot)
         assert fake.app.chat.status.info.dtype == "bfloat16"
         assert "error" in severities(fake)
@@ -134,23 +128,22 @@ async def test_failed_switch_keeps_the_precision_and_shows_the_error() -> None:
 
 async def test_switch_to_the_current_precision_does_nothing() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.switch_precision("bfloat16")
         await pilot.pause()
         assert fake.engine is not None and fake.engine.switches == []
-        assert any("already bfloat16" in n for n in notes(fake))
+        assert any("already bfloat16" in n for n in notices(fake.app))
 
 
 async def test_load_failure_is_one_error_notification_and_the_app_stays_usable() -> None:
     fake = FakeApp(Script(load_error="'addmm_impl_cpu_' not implemented for 'Half'"))
     async with fake.app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: fake.app.chat.phase == "error")
-        assert sum("addmm_impl_cpu_" in n for n in notes(fake)) == 1
+        assert sum("addmm_impl_cpu_" in n for n in notices(fake.app)) == 1
         assert not fake.app.chat.load_progress.active
         await pilot.press(*"hello", "enter")
         assert fake.app.chat.prompt.text == "hello"
-        assert any("F2" in n for n in notes(fake))
+        assert any("F2" in n for n in notices(fake.app))
         await pilot.press("f1")
         await wait_for(pilot, lambda: fake.app.screen is not fake.app.chat)
         await pilot.press("escape")
@@ -159,10 +152,9 @@ async def test_load_failure_is_one_error_notification_and_the_app_stays_usable()
 
 async def test_reply_failure_marks_the_reply_and_the_next_one_works() -> None:
     fake = FakeApp(Script(reply_error="CUDA out of memory"))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("h", "i", "enter")
-        await wait_for(pilot, lambda: any("out of memory" in n for n in notes(fake)))
+        await wait_for(pilot, lambda: any("out of memory" in n for n in notices(fake.app)))
         reply = fake.app.chat.query_one(AssistantMessage)
         await wait_for(pilot, lambda: reply.footer_text == "failed: CUDA out of memory")
         assert reply.body.source == "Hello! I am"
@@ -189,8 +181,7 @@ async def test_engine_that_cannot_start_is_reported() -> None:
 
 async def test_progress_events_update_the_bar() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.post_message(EngineEventMessage(LoadProgress("reading", 0.42, "shard 2/5")))
         await wait_for(pilot, lambda: fake.app.chat.phase == "loading")
         assert fake.app.chat.status.info.phase_text() == "loading 42%"
@@ -200,14 +191,12 @@ async def test_progress_events_update_the_bar() -> None:
 async def test_a_clearly_faster_precision_is_pointed_out_once_with_the_real_key() -> None:
     speed = MeasuredSpeed(40.0, 9.0, 45.0, 10.0, "float32", 2.3, say_faster=True)
     fake = FakeApp(Script(speed=speed))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        said = [n for n in notes(fake) if "would make chat turns" in n]
+    async with ready_app(fake):
+        said = [n for n in notices(fake.app) if "would make chat turns" in n]
         assert said == [
             "float32 would make chat turns about 2.3x faster on this machine (from this "
             "model's measured speed); press ctrl+t to switch precision"
         ]
     quiet = FakeApp(Script(speed=MeasuredSpeed(40.0, 9.0, 45.0, 10.0, "float32", 2.3)))
-    async with quiet.app.run_test(size=SIZE) as pilot:
-        await ready(quiet, pilot)
-        assert not [n for n in notes(quiet) if "would make chat turns" in n]  # said before
+    async with ready_app(quiet):
+        assert not [n for n in notices(quiet.app) if "would make chat turns" in n]  # said before

@@ -6,8 +6,7 @@ to the exact terminal string, holds no OSC 52 / OSC 0 / clear-screen sequence fr
 
 from __future__ import annotations
 
-from app_helpers import FakeApp, notifications, wait_for
-from textual.pilot import Pilot
+from app_helpers import FakeApp, notifications, ready_app, wait_for
 
 from fixtures.fake_engine import Script
 from mergechat.core.store.records import Conversation, StoredMessage
@@ -17,7 +16,6 @@ from mergechat.ui.widgets.conversation_view import ConversationView, UserMessage
 
 ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned-title\x07\x1b[2J"
 RAW_MARKERS = ("\x1b]52;", "\x1b]0;pwned", "\x1b[2J", "\x07")
-SIZE = (100, 30)
 
 
 def screen_bytes(fake: FakeApp) -> str:
@@ -33,14 +31,9 @@ def assert_shown_as_text(painted: str) -> None:
     assert "\\u001b]52;c;cHduZWQ=" in painted
 
 
-async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
-    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
-
-
 async def test_a_streaming_reply_with_escapes_is_painted_as_text() -> None:
     fake = FakeApp(Script(reply=["Hi ", ESCAPES, " there", ESCAPES], token_delay=0.05))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press(*"hello", "enter")
         replies = lambda: list(fake.app.chat.query(AssistantMessage))  # noqa: E731
         await wait_for(pilot, lambda: bool(replies()) and "pwned" in replies()[0].body.source)
@@ -61,8 +54,7 @@ async def test_a_resumed_conversation_with_escapes_is_painted_as_text() -> None:
     )
     conversation = Conversation(1, "t", "/m", 0.0, 1.0, False, messages)
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         view = fake.app.chat.query_one(ConversationView)
         show_transcript(view, conversation)
         await wait_for(pilot, lambda: bool(view.query(UserMessage)))
@@ -75,8 +67,7 @@ async def test_a_resumed_conversation_with_escapes_is_painted_as_text() -> None:
 
 async def test_notifications_show_escapes_as_text() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.notify(f"cannot read /m/{ESCAPES}", title=ESCAPES, markup=False)
         await pilot.pause()
         shown = [(n.title, n.message) for n in notifications(fake.app)]

@@ -12,7 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, notifications, reply_done, wait_for
+from app_helpers import (
+    MODEL_PATH,
+    FakeApp,
+    notifications,
+    ready_app,
+    reply_done,
+    send,
+    send_and_wait,
+    wait_for,
+    write_config,
+)
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -28,7 +38,6 @@ from mergechat.ui.screens.export import ExportScreen
 from mergechat.ui.widgets.assistant_message import AssistantMessage
 from mergechat.ui.widgets.conversation_view import UserMessage
 
-SIZE = (100, 30)
 REPLY = "".join(DEFAULT_REPLY)
 LONG_REPLY = [f" word{i}" for i in range(400)]
 
@@ -47,21 +56,10 @@ def only_conversation() -> Conversation:
         return s.get_conversation(summaries[0].id)
 
 
-def write_config(text: str) -> None:
-    path = Path(os.environ["MERGECHAT_CONFIG_DIR"]) / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
-    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
-
-
-async def send(fake: FakeApp, pilot: Pilot[object], text: str, count: int) -> None:
-    """Type ``text``, send it, and wait until reply number ``count`` is finished and shown."""
-    await pilot.press(*text)
-    await pilot.press("enter")
-    await reply_done(fake, pilot, count)
+async def send_long(fake: FakeApp, pilot: Pilot[object], text: str) -> None:
+    """Send ``text`` and wait until its `LONG_REPLY` streams on screen (word10 is shown)."""
+    await send(pilot, text)
+    await wait_for(pilot, lambda: "word10" in (shown(fake) or [("", "", "")])[-1][1])
 
 
 def shown(fake: FakeApp) -> list[tuple[str, str, str]]:
@@ -81,8 +79,7 @@ async def test_the_sent_message_is_saved_before_the_engine_is_asked() -> None:
     gate = threading.Event()
     fake = FakeApp(Script(reply_gate=gate))
     seen_at_generate: list[list[tuple[str, str, str]]] = []
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         assert fake.engine is not None
         engine_generate = fake.engine.generate
 
@@ -116,9 +113,8 @@ async def test_a_finished_reply_is_saved_with_its_settings_and_stats() -> None:
         model_path=MODEL_PATH, generation_overrides={"temperature": 0.0, "max_new_tokens": 5}
     )
     fake = FakeApp(options=options)
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "hi", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "hi", 1)
     reply = only_conversation().messages[1]
     assert (reply.text, reply.state, reply.finish_reason) == ("Hello! I am a", "complete", "length")
     assert (reply.device, reply.dtype, reply.new_tokens) == ("cpu", "bfloat16", 5)
@@ -131,8 +127,7 @@ async def test_a_finished_reply_is_saved_with_its_settings_and_stats() -> None:
 
 async def test_a_streaming_reply_is_saved_while_it_streams_and_a_stop_is_saved() -> None:
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.history.interval_s = 0.05  # the recorder's throttle, shortened for the test
 
         def saved_reply() -> str:
@@ -155,9 +150,8 @@ async def test_a_streaming_reply_is_saved_while_it_streams_and_a_stop_is_saved()
 
 async def test_regenerate_replaces_the_saved_reply_and_a_failure_is_saved() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "hi", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "hi", 1)
         fake.script.reply = ["Second", " try"]
         await pilot.press("ctrl+r")
         await reply_done(fake, pilot, 2)
@@ -181,19 +175,17 @@ async def test_regenerate_replaces_the_saved_reply_and_a_failure_is_saved() -> N
 
 async def test_a_restart_reopens_the_last_conversation_with_its_footers() -> None:
     first = FakeApp()
-    async with first.app.run_test(size=SIZE) as pilot:
-        await ready(first, pilot)
-        await send(first, pilot, "first question", 1)
+    async with ready_app(first) as pilot:
+        await send_and_wait(first, pilot, "first question", 1)
     second = FakeApp()
-    async with second.app.run_test(size=SIZE) as pilot:
-        await ready(second, pilot)
+    async with ready_app(second) as pilot:
         await wait_for(pilot, lambda: len(shown(second)) == 2)
         assert shown(second) == [
             ("user", "first question", ""),
             ("assistant", REPLY, "8 tokens · 25.0 tok/s · TTFT 0.05 s · bfloat16 · cpu"),
         ]
         assert any("Continuing “first question”" in n.message for n in notifications(second.app))
-        await send(second, pilot, "and then?", 1)
+        await send_and_wait(second, pilot, "and then?", 1)
         assert second.engine is not None
         context = second.engine.generations[0][0]
         assert [(m.role, m.content) for m in context] == [
@@ -211,16 +203,14 @@ async def test_a_restart_reopens_the_last_conversation_with_its_footers() -> Non
 
 async def test_with_resume_off_a_restart_starts_a_new_conversation() -> None:
     first = FakeApp()
-    async with first.app.run_test(size=SIZE) as pilot:
-        await ready(first, pilot)
-        await send(first, pilot, "old", 1)
+    async with ready_app(first) as pilot:
+        await send_and_wait(first, pilot, "old", 1)
     write_config("[history]\nresume_last = false\n")
     second = FakeApp()
-    async with second.app.run_test(size=SIZE) as pilot:
-        await ready(second, pilot)
+    async with ready_app(second) as pilot:
         await pilot.pause(0.1)
         assert shown(second) == []
-        await send(second, pilot, "new", 1)
+        await send_and_wait(second, pilot, "new", 1)
     with store() as s:
         assert [c.title for c in s.list_conversations()] == ["new", "old"]
 
@@ -228,12 +218,10 @@ async def test_with_resume_off_a_restart_starts_a_new_conversation() -> None:
 async def test_a_reply_cut_by_max_new_tokens_continues_after_a_restart() -> None:
     options = AppOptions(model_path=MODEL_PATH, generation_overrides={"max_new_tokens": 3})
     first = FakeApp(options=options)
-    async with first.app.run_test(size=SIZE) as pilot:
-        await ready(first, pilot)
-        await send(first, pilot, "hi", 1)
+    async with ready_app(first) as pilot:
+        await send_and_wait(first, pilot, "hi", 1)
     second = FakeApp(Script(reply=[" and", " more"]))
-    async with second.app.run_test(size=SIZE) as pilot:
-        await ready(second, pilot)
+    async with ready_app(second) as pilot:
         await wait_for(pilot, lambda: len(shown(second)) == 2)
         assert shown(second)[1][2].endswith("hit max_new_tokens")
         assert second.app.chat.conversation.can_continue
@@ -255,9 +243,8 @@ def _seed(model: str, question: str) -> int:
 async def test_conversations_screen_opens_renames_and_deletes_through_the_app() -> None:
     other = _seed("/models/other", "about merges")
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "current chat", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "current chat", 1)
         current = fake.app.history.conversation_id
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, ConversationsScreen))
@@ -278,7 +265,7 @@ async def test_conversations_screen_opens_renames_and_deletes_through_the_app() 
             "answer to about merges",
         ]
         # Replies sent now extend the opened conversation.
-        await send(fake, pilot, "more please", 1)
+        await send_and_wait(fake, pilot, "more please", 1)
         with store() as s:
             assert len(s.get_conversation(other).messages) == 4
         # Deleting the open conversation starts a new chat.
@@ -299,11 +286,8 @@ async def test_conversations_screen_opens_renames_and_deletes_through_the_app() 
 async def test_opening_a_conversation_while_a_reply_streams_saves_it_as_stopped() -> None:
     other = _seed("/models/other", "elsewhere")
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await pilot.press(*"long one")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: "word10" in (shown(fake) or [("", "", "")])[-1][1])
+    async with ready_app(fake) as pilot:
+        await send_long(fake, pilot, "long one")
         streaming = fake.app.history.conversation_id
         assert streaming is not None
         await pilot.press("f4")
@@ -323,12 +307,11 @@ async def test_opening_a_conversation_while_a_reply_streams_saves_it_as_stopped(
 async def test_copy_the_last_reply_and_a_code_block() -> None:
     reply = ["Use this:", "\n\n", "```python\n", "print(1)\n", "```"]
     fake = FakeApp(Script(reply=reply))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("ctrl+y")
         await pilot.pause()
         assert any("no reply to copy" in n.message for n in notifications(fake.app))
-        await send(fake, pilot, "code please", 1)
+        await send_and_wait(fake, pilot, "code please", 1)
         await pilot.press("ctrl+y")
         await pilot.pause()
         assert fake.app.clipboard == "".join(reply)
@@ -356,12 +339,11 @@ async def test_export_writes_markdown_json_and_a_chosen_file(
     documents.mkdir()
     monkeypatch.setattr("mergechat.core.store.export.default_export_dir", lambda: documents)
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         fake.app.chat.action_export("md")
         await pilot.pause()
         assert any("send a message first" in n.message for n in notifications(fake.app))
-        await send(fake, pilot, "export me", 1)
+        await send_and_wait(fake, pilot, "export me", 1)
         fake.app.chat.action_export("md")
         fake.app.chat.action_export("json")
         await pilot.pause()
@@ -400,11 +382,10 @@ async def test_a_corrupt_database_turns_history_off_and_the_app_still_chats() ->
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"this is not a database" * 100)
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         notices = [n for n in notifications(fake.app) if n.message.startswith("History is off")]
         assert len(notices) == 1 and "damaged" in notices[0].message
-        await send(fake, pilot, "still works", 1)
+        await send_and_wait(fake, pilot, "still works", 1)
         assert shown(fake)[1][1] == REPLY
         await pilot.press("f4")
         await pilot.pause()
@@ -415,9 +396,8 @@ async def test_a_corrupt_database_turns_history_off_and_the_app_still_chats() ->
 
 async def test_no_history_saves_nothing() -> None:
     fake = FakeApp(options=AppOptions(model_path=MODEL_PATH, no_history=True))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "secret", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "secret", 1)
         await pilot.press("f4")
         await pilot.pause()
         assert any("--no-history" in n.message for n in notifications(fake.app))
@@ -426,11 +406,8 @@ async def test_no_history_saves_nothing() -> None:
 
 async def test_sigterm_saves_the_streaming_reply_and_exits_zero() -> None:
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await pilot.press(*"long")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: "word10" in (shown(fake) or [("", "", "")])[-1][1])
+    async with ready_app(fake) as pilot:
+        await send_long(fake, pilot, "long")
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(200):
             if fake.app.return_code is not None:
@@ -470,9 +447,8 @@ def test_the_new_actions_are_in_the_palette_and_the_help() -> None:
 async def test_the_copy_key_follows_the_keymap() -> None:
     write_config('[keymap]\ncopy_last = "f9"\n')
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "hi", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "hi", 1)
         await pilot.press("ctrl+y")  # no longer bound: the prompt's redo
         await pilot.pause()
         assert fake.app.clipboard == ""

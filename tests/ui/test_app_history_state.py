@@ -6,8 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
-from test_app_history import LONG_REPLY, SIZE, ready, send, shown, store
+from app_helpers import (
+    MODEL_PATH,
+    FakeApp,
+    notifications,
+    ready_app,
+    send_and_wait,
+    wait_for,
+)
+from test_app_history import LONG_REPLY, shown, store
 from textual.widgets import Input
 
 from fixtures.fake_engine import Script
@@ -23,9 +30,8 @@ from mergechat.ui.screens.export import ExportScreen
 async def _chat_once(text: str) -> int:
     """Run the app, send ``text``, quit; the conversation's id."""
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, text, 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, text, 1)
         conv = fake.app.history.conversation_id
     assert conv is not None
     return conv
@@ -37,13 +43,12 @@ async def test_a_conversation_open_in_another_instance_is_not_continued() -> Non
         elsewhere = ConversationLocks.beside(s.path)  # what another running mergechat holds
     assert elsewhere.acquire(first) is None
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await wait_for(
             pilot, lambda: any("another mergechat" in n.message for n in notifications(fake.app))
         )
         assert shown(fake) == [] and fake.app.chat.conversation.messages == []
-        await send(fake, pilot, "my own", 1)
+        await send_and_wait(fake, pilot, "my own", 1)
         mine = fake.app.history.conversation_id
         assert mine not in (None, first)
         # Opening it from the list is refused too: the chat on screen stays.
@@ -62,8 +67,7 @@ async def test_a_conversation_open_in_another_instance_is_not_continued() -> Non
 async def test_quitting_mid_reply_keeps_what_produced_it() -> None:
     options = AppOptions(model_path=MODEL_PATH, generation_overrides={"temperature": 0.4})
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01), options)
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press(*"go")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "word5" in (shown(fake) or [("", "", "")])[-1][1])
@@ -82,8 +86,7 @@ async def test_a_resumed_conversation_shows_its_context_use() -> None:
         stored = s.get_conversation(s.list_conversations()[0].id).messages[-1].context_used
     assert stored
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await wait_for(pilot, lambda: len(shown(fake)) == 2)
         assert fake.app.chat.status.info.context_used == stored
         bar = fake.app.chat.status
@@ -97,8 +100,7 @@ async def test_a_one_shot_run_does_not_replace_the_app_conversation() -> None:
     one_shot.interrupted("one-shot answer")
     one_shot.close()
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await wait_for(pilot, lambda: len(shown(fake)) == 2)
         assert fake.app.history.conversation_id == kept
         assert shown(fake)[0][1] == "app chat"
@@ -106,8 +108,7 @@ async def test_a_one_shot_run_does_not_replace_the_app_conversation() -> None:
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: shown(fake) == [])
     again = FakeApp()
-    async with again.app.run_test(size=SIZE) as pilot:
-        await ready(again, pilot)
+    async with ready_app(again) as pilot:
         await pilot.pause(0.2)
         assert shown(again) == [] and again.app.history.conversation_id is None
 
@@ -119,9 +120,8 @@ async def test_export_to_an_existing_file_asks_first(
     existing = tmp_path / "mine.md"
     existing.write_text("precious")
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
-        await send(fake, pilot, "export me", 1)
+    async with ready_app(fake) as pilot:
+        await send_and_wait(fake, pilot, "export me", 1)
         for answer in ("n", "y"):
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: isinstance(fake.app.screen, ExportScreen))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from pathlib import Path
 
-from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
+from app_helpers import MODEL_PATH, SIZE, FakeApp, notifications, ready_app, wait_for, write_config
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
@@ -17,19 +15,6 @@ from mergechat.ui.commands import palette_commands
 from mergechat.ui.options import AppOptions
 from mergechat.ui.screens.help import HelpScreen
 from mergechat.ui.screens.settings import SettingsResult, SettingsScreen
-
-SIZE = (100, 30)
-
-
-def write_config(text: str) -> Path:
-    path = Path(os.environ["MERGECHAT_CONFIG_DIR"]) / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-async def ready(fake: FakeApp, pilot: Pilot[object]) -> None:
-    await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
 
 
 async def finished(fake: FakeApp, pilot: Pilot[object], count: int) -> None:
@@ -47,8 +32,7 @@ async def finished(fake: FakeApp, pilot: Pilot[object], count: int) -> None:
 async def test_keymap_rebinds_by_binding_id_and_reports_unknown_ids() -> None:
     write_config('[keymap]\nregenerate = "f5"\nno_such_action = "f6"\n')
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("h", "i", "enter")
         await finished(fake, pilot, 1)
         await pilot.press("ctrl+r")  # no longer bound
@@ -91,8 +75,7 @@ def test_palette_offers_every_action() -> None:
 
 async def test_palette_runs_a_precision_switch() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, CommandPalette))
         await pilot.press(*"Precision: float16")
@@ -104,8 +87,7 @@ async def test_palette_runs_a_precision_switch() -> None:
 
 async def test_palette_sends_the_prompt() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         await pilot.press(*"from the palette")
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(fake.app.screen, CommandPalette))
@@ -143,8 +125,7 @@ async def test_command_line_flags_set_the_load_and_generation_values() -> None:
         model_path=MODEL_PATH, dtype="bf16", generation_overrides={"max_new_tokens": 7}
     )
     fake = FakeApp(Script(), options=options)
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         assert fake.engine is not None
         request = fake.engine.loads[0]
         assert (request.path, request.device, request.dtype) == (MODEL_PATH, "cpu", "bfloat16")
@@ -162,8 +143,7 @@ async def test_a_config_with_a_syntax_error_is_never_replaced() -> None:
     broken = '# mine\n[generation]\ntemperature = 0.7\nsystem_prompt = "unclosed\n'
     path = write_config(broken)
     fake = FakeApp(Script(), options=AppOptions(model_path=MODEL_PATH))
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         assert any("invalid TOML" in n.message for n in notifications(fake.app))
         fake.app.theme = "mergechat-light"  # a choice the app would save
         await pilot.pause()
@@ -174,8 +154,7 @@ async def test_a_config_with_a_syntax_error_is_never_replaced() -> None:
 async def test_theme_choice_is_saved_and_a_bad_theme_name_falls_back() -> None:
     write_config('[ui]\ntheme = "no-such-theme"\n')
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await ready(fake, pilot)
+    async with ready_app(fake) as pilot:
         assert fake.app.theme == "mergechat-dark"
         assert any("no-such-theme" in n.message for n in notifications(fake.app))
         assert load_config()[0].theme == "no-such-theme"  # not overwritten by the fallback

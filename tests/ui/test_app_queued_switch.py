@@ -12,7 +12,7 @@ from threading import Event
 from typing import Any
 
 import pytest
-from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
+from app_helpers import MODEL_PATH, SIZE, FakeApp, notices, open_screen, ready_app, wait_for
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
@@ -22,14 +22,9 @@ from mergechat.core.api import LoadRequest, ModelLoaded
 from mergechat.ui.conversation import Conversation
 from mergechat.ui.screens.precision import PrecisionScreen
 from mergechat.ui.widgets.assistant_message import AssistantMessage
-from mergechat.ui.widgets.status_bar import StatusBar, StatusInfo
+from mergechat.ui.widgets.status_bar import StatusBar
 
-SIZE = (100, 30)
 QUEUED_FLOAT16 = "switch to float16 after this reply"
-
-
-def notes(fake: FakeApp) -> list[str]:
-    return [n.message for n in notifications(fake.app)]
 
 
 def status_line(fake: FakeApp) -> str:
@@ -70,11 +65,7 @@ async def streaming_app(**script: Any) -> AsyncIterator[tuple[FakeApp, Pilot[obj
 
 
 async def open_menu(fake: FakeApp, pilot: Pilot[object]) -> PrecisionScreen:
-    await pilot.press("ctrl+t")
-    await wait_for(pilot, lambda: isinstance(fake.app.screen, PrecisionScreen))
-    screen = fake.app.screen
-    assert isinstance(screen, PrecisionScreen)
-    return screen
+    return await open_screen(fake, pilot, "ctrl+t", PrecisionScreen)
 
 
 async def choose_in_menu(fake: FakeApp, pilot: Pilot[object], key: str) -> None:
@@ -114,8 +105,8 @@ async def test_a_switch_chosen_during_a_reply_waits_for_it_and_runs_once() -> No
         assert fake.app.switcher.queued == "float16" and switches(fake) == []
         assert chat.phase == "generating"
         assert QUEUED_FLOAT16 in status_line(fake)
-        assert "Switching to float16 after this reply." in notes(fake)
-        assert not any("Cannot switch" in n for n in notes(fake))
+        assert "Switching to float16 after this reply." in notices(fake.app)
+        assert not any("Cannot switch" in n for n in notices(fake.app))
         gate.set()
         await wait_for(pilot, lambda: chat.status.info.dtype == "float16")
         await settled(fake, pilot)
@@ -145,7 +136,7 @@ async def test_escape_in_the_menu_cancels_the_queued_switch() -> None:
         assert fake.app.switcher.queued is None
         assert any(
             "switch to float32 after this reply is cancelled: the weights stay bfloat16" in n
-            for n in notes(fake)
+            for n in notices(fake.app)
         )
         assert "after this reply" not in status_line(fake)
         gate.set()
@@ -162,7 +153,7 @@ async def test_a_second_choice_from_the_palette_replaces_the_queued_one() -> Non
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_for(pilot, lambda: fake.app.switcher.queued == "float16")
-        assert "Switching to float16 after this reply (instead of float32)." in notes(fake)
+        assert "Switching to float16 after this reply (instead of float32)." in notices(fake.app)
         assert QUEUED_FLOAT16 in status_line(fake)
         # Choosing the precision the weights have now cancels the queued switch.
         fake.app.switch_precision("bfloat16")
@@ -198,7 +189,7 @@ async def test_the_queued_switch_runs_after_a_failed_reply() -> None:
         await wait_for(pilot, lambda: fake.app.chat.status.info.dtype == "float32")
         await settled(fake, pilot)
         assert switches(fake) == ["float32"]
-        assert any("out of memory" in n for n in notes(fake))
+        assert any("out of memory" in n for n in notices(fake.app))
 
 
 async def test_a_failure_that_left_no_model_drops_the_queued_switch_with_a_notice() -> None:
@@ -209,7 +200,7 @@ async def test_a_failure_that_left_no_model_drops_the_queued_switch_with_a_notic
         await wait_for(pilot, lambda: fake.app.switcher.queued is None)
         await pilot.pause()
         assert switches(fake) == []
-        assert any("switch to float32 is dropped" in n for n in notes(fake))
+        assert any("switch to float32 is dropped" in n for n in notices(fake.app))
 
 
 async def test_loading_a_model_drops_the_queued_switch() -> None:
@@ -220,33 +211,13 @@ async def test_loading_a_model_drops_the_queued_switch() -> None:
         await wait_for(
             pilot,
             lambda: any(
-                "switch to float32 is dropped: a model is loading" in n for n in notes(fake)
+                "switch to float32 is dropped: a model is loading" in n for n in notices(fake.app)
             ),
         )
         gate.set()
         await wait_for(pilot, lambda: loaded(fake) == 2)
         await settled(fake, pilot)
         assert switches(fake) == []
-
-
-def test_the_queued_switch_fits_the_status_bar_at_80_columns() -> None:
-    info = StatusInfo(
-        "generating",
-        model="Qwen2.5-7B-Instruct-dare-ties-merge-v2",
-        device="cuda:0+cpu offload",
-        dtype="bfloat16",
-        merge_method="dare_ties",
-        tokens_per_s=25.0,
-        context_used=2047,
-        context_max=2048,
-        fallback_template=True,
-        queued_dtype="float16",
-    )
-    assert QUEUED_FLOAT16 in str(StatusBar.render_content(info, 200))
-    line = StatusBar.render_content(info, 80)
-    assert line.cell_length <= 80
-    for kept in ("bfloat16", " generating ", "ctx 2047/2048", "next: float16"):
-        assert kept in str(line), line
 
 
 def test_the_conversation_says_when_its_reply_ends() -> None:
@@ -267,8 +238,7 @@ def test_the_conversation_says_when_its_reply_ends() -> None:
 async def test_a_switch_asked_for_right_after_enter_runs_once_after_a_quick_reply() -> None:
     # The reply may end while its widgets are still mounting (its events wait in the chat).
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+    async with ready_app(fake) as pilot:
         chat = fake.app.chat
         chat.prompt.load_text("hi")
         chat.action_send()  # what Enter does; the switch is asked for before the reply mounts

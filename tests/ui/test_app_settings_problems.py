@@ -3,44 +3,24 @@ prompt names the real send key, and problems past the first few notices are list
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from app_helpers import FakeApp, notifications, wait_for
+from app_helpers import FakeApp, notices, open_screen, ready_app, wait_for, write_config
 from textual.pilot import Pilot
 from textual.widgets import Static
 
 from mergechat.ui.screens.help import HelpScreen
 
-SIZE = (100, 30)
-
-
-def write_config(text: str) -> None:
-    path = Path(os.environ["MERGECHAT_CONFIG_DIR"]) / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
 
 async def open_help(fake: FakeApp, pilot: Pilot[object]) -> HelpScreen:
-    await pilot.press("f1")
-    await wait_for(pilot, lambda: isinstance(fake.app.screen, HelpScreen))
-    screen = fake.app.screen
-    assert isinstance(screen, HelpScreen)
-    return screen
-
-
-def messages(fake: FakeApp) -> list[str]:
-    return [n.message for n in notifications(fake.app)]
+    return await open_screen(fake, pilot, "f1", HelpScreen)
 
 
 async def test_a_key_given_to_two_actions_is_reported_and_the_prompt_names_it() -> None:
     write_config('[keymap]\nsend = "ctrl+r"\n')
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+    async with ready_app(fake) as pilot:
         assert fake.app.chat.prompt.placeholder == "Message (ctrl+r sends, ctrl+j newline)"
         conflict = "keymap: ctrl+r is given to both 'send' (Send) and 'regenerate' (Regenerate)"
-        await wait_for(pilot, lambda: any(m.startswith(conflict) for m in messages(fake)))
+        await wait_for(pilot, lambda: any(m.startswith(conflict) for m in notices(fake.app)))
         screen = await open_help(fake, pilot)
         assert any(p.startswith(conflict) for p in screen._problems)
         assert ("ctrl+r", "Regenerate (key conflict: see Problems)") in screen._rows
@@ -52,12 +32,11 @@ async def test_problems_past_the_first_notices_are_all_in_f1() -> None:
     bad = "\n".join(f"k{i} = {i}" for i in range(7))  # seven unknown keys
     write_config(bad + '\n[ui]\ntheme = "x[bold]y"\n')
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+    async with ready_app(fake) as pilot:
         problems = fake.app.settings_problems
         assert len(problems) == 8
-        notices = [m for m in messages(fake) if "unknown key" in m or "more settings" in m]
-        assert notices == [*problems[:3], "5 more settings problems: F1 lists them all"]
+        noticed = [m for m in notices(fake.app) if "unknown key" in m or "more settings" in m]
+        assert noticed == [*problems[:3], "5 more settings problems: F1 lists them all"]
         screen = await open_help(fake, pilot)
         shown = [str(s.render()) for s in screen.query(".help-problem")]
         assert shown == [f"• {p}" for p in problems]  # "[bold]" stays text
@@ -67,8 +46,7 @@ async def test_problems_past_the_first_notices_are_all_in_f1() -> None:
 
 async def test_no_problems_no_section() -> None:
     fake = FakeApp()
-    async with fake.app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
+    async with ready_app(fake) as pilot:
         assert fake.app.chat.prompt.placeholder == "Message (Enter sends, ctrl+j newline)"
         screen = await open_help(fake, pilot)
         assert not screen.query(".help-problem") and not screen.query("#help-problems-title")

@@ -51,32 +51,23 @@ async def test_lists_the_three_precisions_in_order_with_verdicts_and_the_current
         assert app.screen.query_one(OptionList).highlighted == 1
 
 
-@pytest.mark.parametrize(("key", "dtype"), [("1", "float32"), ("2", "bfloat16")])
-async def test_a_digit_chooses_at_once(key: str, dtype: DType) -> None:
+@pytest.mark.parametrize(
+    ("keys", "chosen"),
+    [
+        (["1"], "float32"),  # a digit chooses at once
+        (["2"], "bfloat16"),
+        (["up", "enter"], "float32"),  # Enter chooses the highlighted one
+        (["escape"], None),  # Escape chooses nothing
+    ],
+    ids=["digit-1", "digit-2", "enter", "escape"],
+)
+async def test_a_digit_enter_or_escape_chooses(keys: list[str], chosen: DType | None) -> None:
     app = host()
     async with app.run_test() as pilot:
         await opened(app, pilot)
-        await pilot.press(key)
+        await pilot.press(*keys)
         await wait_for(pilot, lambda: app.results != [])
-    assert app.results == [dtype]
-
-
-async def test_enter_chooses_the_highlighted_one() -> None:
-    app = host()
-    async with app.run_test() as pilot:
-        await opened(app, pilot)
-        await pilot.press("up", "enter")
-        await wait_for(pilot, lambda: app.results != [])
-    assert app.results == ["float32"]
-
-
-async def test_escape_chooses_nothing() -> None:
-    app = host()
-    async with app.run_test() as pilot:
-        await opened(app, pilot)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: app.results != [])
-    assert app.results == [None]
+    assert app.results == [chosen]
 
 
 async def test_an_unsupported_precision_cannot_be_chosen_and_says_why() -> None:
