@@ -67,7 +67,6 @@ class RelayedStream(ReplyStream):
         self._drained: list[str] = []
         self._latest_tokens = 0
         self._drained_tokens = 0
-        self._relay_closed = False
 
     def feed(self, text: str, tokens: int, ids: Sequence[int] = ()) -> None:
         """Add a chunk and its new token ids (called on the app's reader thread)."""
@@ -77,17 +76,6 @@ class RelayedStream(ReplyStream):
                 self._pending.append(text)
                 self._received.append(text)
             self._latest_tokens = max(self._latest_tokens, tokens)
-
-    def close(self) -> None:
-        """Mark the reply ended (its finish or failure event arrived)."""
-        with self._relay_lock:
-            self._relay_closed = True
-
-    @property
-    def closed(self) -> bool:
-        """True once the reply ended."""
-        with self._relay_lock:
-            return self._relay_closed
 
     @property
     def token_count(self) -> int:

@@ -27,8 +27,7 @@ from mergechat.core.api import (
 )
 from mergechat.core.client_commands import (
     Command,
-    GenerateCommand,
-    ScoreCommand,
+    PromptCommand,
     StopCommand,
     apply,
 )
@@ -82,7 +81,7 @@ class Worker:
         self._streaming.set()
 
     def _dispatch(self, command: Command) -> None:
-        if isinstance(command, GenerateCommand | ScoreCommand):
+        if isinstance(command, PromptCommand):
             # Under the lock, so the engine thread cannot report the reply before its id is known.
             with self._ids_lock:
                 self._ids[apply(self.engine, command) or 0] = command.request_id
