@@ -169,6 +169,14 @@ def notifications(app: App[Any]) -> list[Notification]:
     return list(_NOTIFIED.get(app, ()))
 
 
+def frame_bytes(app: App[Any]) -> str:
+    """What Textual would write to the terminal to paint ``app``'s whole screen now.
+
+    No public API gives a frame's bytes, so this one helper reads the screen's compositor."""
+    update = app.screen._compositor.render_full_update()
+    return update.render_segments(app.console)
+
+
 def notices(app: App[Any]) -> list[str]:
     """The messages of `notifications`."""
     return [n.message for n in notifications(app)]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app_helpers import MODEL_PATH, FakeApp, notifications, wait_for
+from app_helpers import MODEL_PATH, FakeApp, notices, notifications, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Select, Static
 
@@ -31,10 +31,6 @@ from mergechat.ui.widgets.status_bar import StatusBar, StatusInfo
 SIZE = (100, 30)
 #: Text that Textual markup would eat ("[v2]") or fail on ("[/x]": an unmatched closing tag).
 BRACKETS = "cannot read /models/merge[v2]/a[/x]: shape [bold] mismatch"
-
-
-def messages(app: MergechatApp) -> list[str]:
-    return [n.message for n in notifications(app)]
 
 
 async def ready(app: MergechatApp, pilot: Pilot[Any]) -> None:
@@ -62,7 +58,7 @@ async def test_a_load_error_with_brackets_is_shown_verbatim_and_the_app_survives
     async with fake.app.run_test(size=SIZE, notifications=True) as pilot:
         await wait_for(pilot, lambda: fake.app.chat.phase == "error")
         await pilot.pause(0.2)
-        assert messages(fake.app) == [f"{BRACKETS}\nhint: a hint"]
+        assert notices(fake.app) == [f"{BRACKETS}\nhint: a hint"]
         assert fake.app.is_running
 
 
@@ -72,18 +68,18 @@ async def test_reply_switch_notice_and_warning_texts_are_not_markup() -> None:
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(app, pilot)
         await pilot.press("h", "i", "enter")
-        await wait_for(pilot, lambda: any(BRACKETS in m for m in messages(app)))
+        await wait_for(pilot, lambda: any(BRACKETS in m for m in notices(app)))
         await ready(app, pilot)
         app.switch_precision("float32")
-        await wait_for(pilot, lambda: sum(BRACKETS in m for m in messages(app)) == 2)
+        await wait_for(pilot, lambda: sum(BRACKETS in m for m in notices(app)) == 2)
         app.post_message(EngineEventMessage(EngineNotice(f"notice {BRACKETS}", "error")))
         assert app.model_state is not None
         state = app.model_state
         app.post_message(EngineEventMessage(ModelLoaded(state, (f"warning {BRACKETS}",))))
-        await wait_for(pilot, lambda: sum(BRACKETS in m for m in messages(app)) == 4)
+        await wait_for(pilot, lambda: sum(BRACKETS in m for m in notices(app)) == 4)
         await pilot.pause(0.2)
-        assert f"notice {BRACKETS}" in messages(app)
-        assert f"warning {BRACKETS}" in messages(app)
+        assert f"notice {BRACKETS}" in notices(app)
+        assert f"warning {BRACKETS}" in notices(app)
         assert app.is_running
 
 
@@ -115,8 +111,8 @@ async def test_a_failed_load_that_released_the_model_loads_it_again() -> None:
         app.switch_precision("float32")
         await wait_for(pilot, lambda: app.chat.status.info.dtype == "float32")
         app._load(LoadRequest(Path("/models/broken"), device="cpu"))
-        await wait_for(pilot, lambda: any("out of memory" in m for m in messages(app)))
-        failure = next(m for m in messages(app) if "out of memory" in m)
+        await wait_for(pilot, lambda: any("out of memory" in m for m in notices(app)))
+        failure = next(m for m in notices(app) if "out of memory" in m)
         assert failure == (
             "out of memory on cpu\nhint: choose a smaller dtype\nLoading fake-merge again."
         )
@@ -144,7 +140,7 @@ async def test_a_restore_that_fails_too_is_not_retried() -> None:
         await pilot.pause(0.3)
         assert len(engines[0].loads) == 3
         assert app.model_state is None and app.chat.status.info.model == ""
-        assert sum("out of memory" in m for m in messages(app)) == 2
+        assert sum("out of memory" in m for m in notices(app)) == 2
         assert app.is_running
 
 
@@ -162,7 +158,7 @@ async def test_settings_opened_during_a_load_already_knows_the_device_is_missing
         screen = app.screen
         assert isinstance(screen, SettingsScreen)
         await wait_for(pilot, lambda: screen.query_one("#device", Select).value == "auto")
-        assert any("device mps is not on this machine" in m for m in messages(app))
+        assert any("device mps is not on this machine" in m for m in notices(app))
         # The screen asks on a device that exists, never on the missing one (the real engine
         # would answer that with a second notice of the same error, and no verdicts).
         await wait_for(pilot, lambda: len(engine.detections) == 2)

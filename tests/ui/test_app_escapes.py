@@ -6,7 +6,7 @@ to the exact terminal string, holds no OSC 52 / OSC 0 / clear-screen sequence fr
 
 from __future__ import annotations
 
-from app_helpers import FakeApp, notifications, ready_app, wait_for
+from app_helpers import FakeApp, frame_bytes, notifications, ready_app, wait_for
 
 from fixtures.fake_engine import Script
 from mergechat.core.store.records import Conversation, StoredMessage
@@ -16,13 +16,6 @@ from mergechat.ui.widgets.conversation_view import ConversationView, UserMessage
 
 ESCAPES = "\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned-title\x07\x1b[2J"
 RAW_MARKERS = ("\x1b]52;", "\x1b]0;pwned", "\x1b[2J", "\x07")
-
-
-def screen_bytes(fake: FakeApp) -> str:
-    """What Textual would write to the terminal to paint the whole screen now."""
-    app = fake.app
-    update = app.screen._compositor.render_full_update()
-    return update.render_segments(app.console)
 
 
 def assert_shown_as_text(painted: str) -> None:
@@ -38,11 +31,11 @@ async def test_a_streaming_reply_with_escapes_is_painted_as_text() -> None:
         replies = lambda: list(fake.app.chat.query(AssistantMessage))  # noqa: E731
         await wait_for(pilot, lambda: bool(replies()) and "pwned" in replies()[0].body.source)
         await pilot.pause()
-        assert_shown_as_text(screen_bytes(fake))  # mid-stream (the chunked widgets)
+        assert_shown_as_text(frame_bytes(fake.app))  # mid-stream (the chunked widgets)
         await wait_for(pilot, lambda: fake.app.chat.phase == "ready")
         await wait_for(pilot, lambda: "tokens" in replies()[0].footer_text)
         await pilot.pause()
-        assert_shown_as_text(screen_bytes(fake))  # the final render
+        assert_shown_as_text(frame_bytes(fake.app))  # the final render
         # The text itself is kept as the model wrote it (copy and history get the real bytes).
         assert replies()[0].body.source == f"Hi {ESCAPES} there{ESCAPES}"
 
@@ -59,7 +52,7 @@ async def test_a_resumed_conversation_with_escapes_is_painted_as_text() -> None:
         show_transcript(view, conversation)
         await wait_for(pilot, lambda: bool(view.query(UserMessage)))
         await pilot.pause()
-        painted = screen_bytes(fake)
+        painted = frame_bytes(fake.app)
         assert_shown_as_text(painted)
         assert "question \\u001b]52;" in painted and "answer \\u001b]52;" in painted
         assert view.query_one(UserMessage).text == f"question {ESCAPES}"

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from app_helpers import MODEL_PATH, model_ready, notifications, wait_for
+from app_helpers import MODEL_PATH, frame_bytes, model_ready, notices, wait_for
 from textual.pilot import Pilot
 
 from fixtures.fake_engine import FakeEngine
@@ -38,15 +38,6 @@ def _app(url: str, **overrides: object) -> MergechatApp:
     )
 
 
-def _notices(app: MergechatApp) -> list[str]:
-    return [notification.message for notification in notifications(app)]
-
-
-def _painted(app: MergechatApp) -> str:
-    update = app.screen._compositor.render_full_update()
-    return update.render_segments(app.console)
-
-
 async def _ready(app: MergechatApp, pilot: Pilot[object], timeout: float = 20) -> None:
     await model_ready(app, pilot, timeout)
 
@@ -69,14 +60,14 @@ async def test_status_reply_stop_and_precision_on_a_served_model(server: Running
         reply = app.chat.query_one(AssistantMessage)
         await wait_for(pilot, lambda: not reply.streaming and "tokens" in reply.footer_text)
         assert reply.body.source == f"Hi {ESCAPES} there"
-        painted = _painted(app)
+        painted = frame_bytes(app)
         assert "\x1b]52;" not in painted and "\x1b[2J" not in painted
         assert "\\u001b]52;c;cHduZWQ=" in painted
         assert "bfloat16 · cuda" in reply.footer_text
 
         app.action_precision()
         await pilot.pause()
-        assert any("fixes the precision" in text for text in _notices(app))
+        assert any("fixes the precision" in text for text in notices(app))
         assert app.screen is app.chat  # no menu of precisions the server would not use
 
         server.script.chat = "slow"
@@ -108,7 +99,7 @@ async def test_plain_server_says_precision_is_not_reported(server: Running) -> N
     async with app.run_test(size=SIZE) as pilot:
         await _ready(app, pilot)
         assert app.chat.status.info.dtype == NOT_REPORTED
-        assert NOT_REPORTED in _painted(app)
+        assert NOT_REPORTED in frame_bytes(app)
 
 
 async def test_unreachable_server_is_a_notice_and_the_app_stays_usable() -> None:
@@ -118,7 +109,7 @@ async def test_unreachable_server_is_a_notice_and_the_app_stays_usable() -> None
     app = _app(f"http://127.0.0.1:{port}/v1")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.chat.phase not in ("starting", "loading"), timeout=20)
-        await wait_for(pilot, lambda: any("connection refused" in t for t in _notices(app)))
+        await wait_for(pilot, lambda: any("connection refused" in t for t in notices(app)))
         await pilot.press("f1")  # the help screen opens: the app still answers
         await wait_for(pilot, lambda: app.screen is not app.chat)
 
@@ -137,7 +128,7 @@ async def test_f2_moves_between_a_server_and_a_local_model(server: Running) -> N
         engine_factory=lambda sink: RoutingEngine(sink, local, start_local=False),
     )
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: any("HTTP 404" in t for t in _notices(app)), timeout=20)
+        await wait_for(pilot, lambda: any("HTTP 404" in t for t in notices(app)), timeout=20)
         # Only the detector ran locally (the settings screen lists this machine's devices).
         assert all(not engine.loads for engine in locals_made)
         app._load(LoadRequest(MODEL_PATH))
