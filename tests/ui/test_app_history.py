@@ -408,6 +408,8 @@ async def test_sigterm_saves_the_streaming_reply_and_exits_zero() -> None:
     fake = FakeApp(Script(reply=LONG_REPLY, token_delay=0.01))
     async with ready_app(fake) as pilot:
         await send_long(fake, pilot, "long")
+        # Only with the app's handler in place: the default action would end pytest.
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(200):
             if fake.app.return_code is not None:
