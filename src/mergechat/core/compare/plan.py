@@ -104,10 +104,12 @@ def resolve_model(given: str, *, relative_to: Path | None = None) -> Path | None
 
 
 def _missing(given: str, what: str) -> BadInputError:
+    is_path = given.startswith(("/", ".", "~")) or given.count("/") != 1
+    fetch = "check the path" if is_path else f"download it first (hf download {given})"
     return BadInputError(
         f"{what} {given!r} is not on this machine: not a folder, a .gguf file or a model in the "
         "local Hugging Face cache (nothing is downloaded)",
-        f"download it first (hf download {given}) or name the models: mergechat compare A B",
+        f"{fetch} or name the models: mergechat compare A B",
     )
 
 
