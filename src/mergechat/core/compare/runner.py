@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Literal
 
 from mergechat.core.api import (
     ChatMessage,
@@ -51,7 +52,8 @@ class CompareRunner:
 
     ``on_event`` is called on the thread that runs `prepare`/`ask` (a view posts it on);
     `stop` may be called from any thread. ``one_at_a_time`` loads one model at a time even when
-    all would fit; ``dtype`` puts every local model in that precision.
+    all would fit; ``dtype`` puts every local model in that precision ("auto" or None: each its
+    recommended one, or one for all with ``same_precision``).
     """
 
     def __init__(
@@ -61,7 +63,7 @@ class CompareRunner:
         *,
         same_precision: bool = True,
         device: str = "auto",
-        dtype: DType | None = None,
+        dtype: DType | Literal["auto"] | None = None,
         trust_remote_code: bool = False,
         one_at_a_time: bool = False,
         on_event: CompareSink | None = None,
@@ -70,7 +72,7 @@ class CompareRunner:
         self._factory = factory
         self._same_precision = same_precision
         self._device = device
-        self._dtype = dtype
+        self._dtype = None if dtype == "auto" else dtype
         self._trust_remote_code = trust_remote_code
         self._one_at_a_time = one_at_a_time
         self._sink = on_event or (lambda _event: None)
