@@ -79,35 +79,19 @@ class ChatScreen(Screen[None]):
         self.prompt_placeholder = "Message (Enter sends, ctrl+j newline)"
 
     def compose(self) -> ComposeResult:
-        yield ConversationView(id="conversation")
-        yield LoadProgress(id="load-progress")
-        yield PromptInput(id="prompt", placeholder=self.prompt_placeholder)
-        yield StatusBar(self._initial_status, id="status")
+        # Kept as attributes: the stream and the status bar reach them many times a second.
+        self.view = ConversationView(id="conversation")
+        self.load_progress = LoadProgress(id="load-progress")
+        self.prompt = PromptInput(id="prompt", placeholder=self.prompt_placeholder)
+        self.status = StatusBar(self._initial_status, id="status")
+        yield self.view
+        yield self.load_progress
+        yield self.prompt
+        yield self.status
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.prompt.focus()
-
-    # -- widgets ----------------------------------------------------------------------------------
-    @property
-    def prompt(self) -> PromptInput:
-        """The prompt input."""
-        return self.query_one(PromptInput)
-
-    @property
-    def status(self) -> StatusBar:
-        """The status bar."""
-        return self.query_one(StatusBar)
-
-    @property
-    def view(self) -> ConversationView:
-        """The conversation view."""
-        return self.query_one(ConversationView)
-
-    @property
-    def load_progress(self) -> LoadProgress:
-        """The load progress bar."""
-        return self.query_one(LoadProgress)
 
     @property
     def phase(self) -> Phase:
