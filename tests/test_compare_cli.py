@@ -52,11 +52,16 @@ def test_a_merge_and_its_sources_answer_one_prompt_as_json_and_are_saved(
     ]
 
 
-def test_compare_without_a_prompt_says_the_view_is_not_there_yet(
+def test_compare_without_a_prompt_opens_the_view_which_needs_a_terminal(
     tiny_merge_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # pytest's stdin is no terminal: one error line with the one-shot hint, no traceback.
     assert main(["compare", str(tiny_merge_dir)]) == 2
-    assert "interactive compare view is not available yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the app needs a terminal" in err and "--prompt TEXT" in err
+    assert "Traceback" not in err
+    assert main(["compare", str(tiny_merge_dir), "--json"]) == 2
+    assert "--json needs --prompt" in capsys.readouterr().err
 
 
 def test_a_missing_model_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ from mergechat.cli.args import (
     add_trust_remote_code,
     generation_overrides,
 )
-from mergechat.cli.checks import text_argument
+from mergechat.cli.checks import require_terminal, text_argument
 from mergechat.cli.oneshot import warn
 from mergechat.core.api import EngineClient, EventSink
 from mergechat.core.compare.events import (
@@ -52,7 +52,12 @@ def build_compare_parser() -> argparse.ArgumentParser:
         help="a merge folder alone (its recipe names the others), or 2 to 4 models; a Hugging "
         "Face id is looked up in the local cache only",
     )
-    parser.add_argument("--prompt", metavar="TEXT", type=text_argument, help="answer TEXT and exit")
+    parser.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        type=text_argument,
+        help="answer TEXT and exit (without it: the interactive compare view)",
+    )
     parser.add_argument("--json", action="store_true", help="with --prompt: one JSON object")
     add_device_flags(
         parser,
@@ -207,14 +212,11 @@ def run_compare(
     if args.json and args.prompt is None:
         raise BadInputError("--json needs --prompt")
     plan = compare_plan(args.models)
-    if args.prompt is None:
-        raise BadInputError(
-            "the interactive compare view is not available yet",
-            "give a prompt: mergechat compare ... --prompt TEXT",
-        )
     overrides = generation_overrides(args)
     overrides.setdefault("temperature", 0.0)  # greedy unless asked: replies can be compared
     settings = GenerationSettings(**overrides)  # type: ignore[arg-type]
+    if args.prompt is None:
+        return run_view(args, plan, settings, factory=factory, record_history=record_history)
     printer = _Printer(plan, out, err, args.json)
     runner = CompareRunner(
         plan,
@@ -253,6 +255,38 @@ def run_compare(
     return 0
 
 
+def run_view(
+    args: argparse.Namespace,
+    plan: ComparePlan,
+    settings: GenerationSettings,
+    *,
+    factory: ClientFactory | None = None,
+    record_history: bool | None = None,
+) -> int:
+    """Open the interactive compare view (Textual is imported only now)."""
+    try:
+        require_terminal()
+    except BadInputError as error:
+        raise BadInputError(
+            error.message,
+            "run it in a terminal, or answer one prompt: mergechat compare ... --prompt TEXT",
+        ) from None
+    from mergechat.ui.compare.app import run_compare_app
+    from mergechat.ui.compare.options import CompareOptions
+
+    options = CompareOptions(
+        plan,
+        settings,
+        same_precision=args.same_precision,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        record_history=False if args.no_history else record_history,
+        factory=factory,
+    )
+    return run_compare_app(options)
+
+
 def _save(
     args: argparse.Namespace,
     settings: GenerationSettings,
@@ -260,18 +294,11 @@ def _save(
     err: TextIO,
     record: bool | None,
 ) -> None:
-    if args.no_history or record is False:
-        return
-    if record is None:
-        from mergechat.core.settings.config import load_config
-
-        if not load_config()[0].history.enabled:
-            return
-    from mergechat.core.compare.history import save_comparison
-    from mergechat.core.store.store import HistoryStore
+    from mergechat.core.compare.history import record_comparison
 
     try:
-        with HistoryStore.open() as store:
-            save_comparison(store, args.prompt, settings, results)
+        record_comparison(
+            args.prompt, settings, results, enabled=False if args.no_history else record
+        )
     except HistoryUnavailable as exc:
         warn(f"history is off: {exc.message}", err)

@@ -10,6 +10,7 @@ from typing import Final
 from textual.binding import Binding
 from textual.dom import DOMNode
 
+from mergechat.ui.compare.keys import compare_ids
 from mergechat.ui.widgets.prompt_input import PromptInput
 
 #: App-wide keys (the app disables the ones that open screens while another screen is on top).
@@ -44,6 +45,8 @@ CHAT_BINDINGS: Final[list[Binding]] = [
 ]
 
 _SCREEN_PACKAGE = "mergechat.ui.screens"
+#: The compare view is its own app with its own help: its keys are not the chat's.
+_COMPARE_PACKAGE = "mergechat.ui.compare"
 
 
 def main_bindings() -> list[Binding]:
@@ -71,7 +74,8 @@ def dialog_bindings() -> list[tuple[str, Binding]]:
     found: list[tuple[str, Binding]] = []
     seen: set[type] = set()
     for cls in _subclasses(DOMNode):
-        if cls in seen or not cls.__module__.startswith("mergechat."):
+        where = cls.__module__
+        if cls in seen or not where.startswith("mergechat.") or where.startswith(_COMPARE_PACKAGE):
             continue
         seen.add(cls)
         for binding in cls.__dict__.get("BINDINGS", []):
@@ -82,11 +86,12 @@ def dialog_bindings() -> list[tuple[str, Binding]]:
 
 def unknown_keymap_ids(keymap: Mapping[str, str]) -> list[str]:
     """Keymap entries that name no binding (reported to the user, then ignored by Textual)."""
-    known = {b.id for b in main_bindings()} | {b.id for _, b in dialog_bindings()}
+    known = {b.id for b in main_bindings()} | {b.id for _, b in dialog_bindings()} | compare_ids()
     return sorted(key for key in keymap if key not in known)
 
 
-def _keys(binding: Binding, keymap: Mapping[str, str]) -> str:
+def binding_keys(binding: Binding, keymap: Mapping[str, str]) -> str:
+    """The keys ``binding`` has with ``keymap`` applied, as the help lists them."""
     keys = keymap.get(binding.id, binding.key) if binding.id else binding.key
     return ", ".join(k.strip() for k in keys.split(","))
 
@@ -104,7 +109,7 @@ def _conflicts(keymap: Mapping[str, str]) -> list[tuple[str, list[Binding]]]:
     for bindings in scopes.values():
         by_key: dict[str, list[Binding]] = {}
         for binding in bindings:
-            for key in _keys(binding, keymap).split(", "):
+            for key in binding_keys(binding, keymap).split(", "):
                 holders = by_key.setdefault(key.lower(), [])
                 if all(b.id != binding.id for b in holders):
                     holders.append(binding)
@@ -147,7 +152,7 @@ def help_rows(keymap: Mapping[str, str]) -> list[tuple[str, str]]:
 
     def row(binding: Binding, description: str) -> tuple[str, str]:
         mark = " (key conflict: see Problems)" if id(binding) in clash else ""
-        return _keys(binding, keymap), description + mark
+        return binding_keys(binding, keymap), description + mark
 
     rows = [row(b, b.description) for b in main_bindings()]
     rows += [row(b, f"{owner}: {b.description}") for owner, b in dialog_bindings() if b.description]

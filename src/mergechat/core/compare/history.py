@@ -41,3 +41,24 @@ def save_comparison(
             error=result.error,
         )
     return conv_id
+
+
+def record_comparison(
+    prompt: str,
+    settings: GenerationSettings,
+    results: Sequence[ModelResult],
+    *,
+    enabled: bool | None = None,
+) -> int | None:
+    """Save the comparison in the history database unless history is off: ``enabled`` False
+    (``--no-history``), or None and the config's ``history.enabled`` false. Returns the
+    conversation id (None: not saved); raises `HistoryUnavailable` when the store cannot be used.
+    """
+    if enabled is None:
+        from mergechat.core.settings.config import load_config
+
+        enabled = load_config()[0].history.enabled
+    if not enabled or not results:
+        return None
+    with HistoryStore.open() as store:
+        return save_comparison(store, prompt, settings, results)

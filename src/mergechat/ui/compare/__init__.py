@@ -1,0 +1,1 @@
+"""The interactive compare view: one prompt, one column per model (``mergechat compare``)."""
