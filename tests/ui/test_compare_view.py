@@ -7,6 +7,7 @@ import threading
 
 from app_helpers import notifications, wait_for
 from compare_helpers import answered, compare_app, placement_text, prepared, send
+from textual.widgets import Static
 
 from fixtures.fake_engine import DEFAULT_REPLY, Script
 from mergechat.core.store.store import HistoryStore
@@ -23,7 +24,7 @@ async def test_each_model_gets_a_column_with_its_status_line_after_prepare() -> 
         columns = app.board.columns
         assert [c.model.label for c in columns] == ["merge: merged", "base: base", "source: a"]
         for column in columns:
-            assert column.status_text.startswith("cpu │ bfloat16 │  loaded ")
+            assert column.status_text.startswith("cpu bfloat16 │ loaded")
         assert "all 3 models fit together" in placement_text(app)
         assert "same precision for all" in placement_text(app)
 
@@ -47,19 +48,29 @@ async def test_a_prompt_streams_into_every_column_and_shows_the_agreement() -> N
 
 async def test_escape_stops_every_answer_and_skips_the_models_not_asked_yet() -> None:
     gate = threading.Event()
+    gate.set()  # the first comparison runs through
     app, factory = compare_app({"merged": Script(reply_gate=gate)})
     try:
         async with app.run_test(size=SIZE) as pilot:
             await prepared(app, pilot)
             await send(pilot, "hi")
+            await answered(app, pilot)
+            gate.clear()
+            await pilot.press("ctrl+r")
             await wait_for(pilot, lambda: app.board.column(0).info.phase == "answering")
             await pilot.press("escape")
             gate.set()
             await answered(app, pilot)
             assert app.results[0].finish == "stopped"
-            assert factory.engines("base")[0].generations == []
+            assert len(factory.engines("base")[0].generations) == 1  # not asked again
             assert [c.info.phase for c in app.board.columns] == ["stopped"] * 3
+            # A skipped model shows no answer (not the previous prompt's) and saves none.
+            assert app.board.column(1).reply_text == "" and app.results[1].reply == ""
             assert any("Stopped" in n.message for n in notifications(app))
+            await wait_for(pilot, lambda: len(app.saved) == 2)
+        with HistoryStore.open() as store:
+            stopped = store.get_conversation(app.saved[1])
+        assert [m.text for m in stopped.messages[2:]] == ["", ""]
     finally:
         gate.set()
 
@@ -101,13 +112,17 @@ async def test_the_precision_key_switches_the_focused_column_and_f7_all() -> Non
         assert app.board.current == 1
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(app.screen, PrecisionScreen))
+        title = app.screen.query_one("#precision-title", Static).content
+        assert str(title).startswith("base: base: Precision")
         await pilot.press("1")  # float32
         await wait_for(pilot, lambda: app.board.column(1).info.dtype == "float32")
         assert factory.engines("base")[0].switches == ["float32"]
         assert factory.engines("merged")[0].switches == []
+        await wait_for(pilot, lambda: "precisions differ" in placement_text(app))
         await pilot.press("f7")
         await wait_for(pilot, lambda: all(c.info.dtype == "float32" for c in app.board.columns))
         assert factory.engines("merged")[0].switches == ["float32"]
+        await wait_for(pilot, lambda: "all in float32" in placement_text(app))
 
 
 async def test_same_precision_toggle_places_the_models_again() -> None:
@@ -148,3 +163,17 @@ async def test_no_history_saves_nothing_and_quit_closes_every_engine() -> None:
     assert app.saved == []
     with HistoryStore.open() as store:
         assert store.list_conversations() == []
+
+
+async def test_models_that_do_not_fit_together_answer_one_at_a_time() -> None:
+    app, factory = compare_app(free_gib=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await prepared(app, pilot)
+        assert "one model at a time (load, answer, unload)" in placement_text(app)
+        assert all(c.info.phase == "waiting" for c in app.board.columns)
+        await send(pilot, "hi")
+        await answered(app, pilot)
+        for column in app.board.columns:
+            assert column.reply_text == FAKE_REPLY and "loaded in" in column.result_text
+            assert column.status_text.startswith("cpu bfloat16 │ done")
+        assert all(e.shut_down for _, e in factory.made)  # each unloaded after its answer

@@ -23,8 +23,7 @@ from textual.widgets import Static
 from mergechat.core.compare.events import ModelResult
 from mergechat.core.compare.history import record_comparison
 from mergechat.core.compare.runner import CompareRunner
-from mergechat.core.dtypes import DTYPES, DType
-from mergechat.core.model.target import precision_help
+from mergechat.core.dtypes import DType
 from mergechat.core.settings.config import load_config
 from mergechat.core.store.records import HistoryUnavailable
 from mergechat.core.visible import escape_control
@@ -34,6 +33,7 @@ from mergechat.ui.compare.jobs import CompareEventMessage, JobDone, RunnerJobs
 from mergechat.ui.compare.keys import COMPARE_BINDINGS
 from mergechat.ui.compare.options import CompareOptions, default_factory
 from mergechat.ui.compare.palette import CompareCommands, compare_help_rows
+from mergechat.ui.compare.precision import precision_menu
 from mergechat.ui.compare.show import AskStarted, Notice, info_line, show_event
 from mergechat.ui.notices import show_settings_problems
 from mergechat.ui.themes import register_themes, resolve_theme_name
@@ -139,7 +139,8 @@ class CompareApp(App[int]):
             if runner is None or epoch != self._epoch or runner is not self.runner:
                 return  # stopped (or placed again) before its turn
             self.post_message(AskStarted(prompt))
-            results = runner.ask(prompt, settings)
+            self.jobs.begin_ask(self.plan.base)
+            results = tuple(self.jobs.fresh(r) for r in runner.ask(prompt, settings))
             try:
                 conv_id = record_comparison(
                     prompt, settings, results, enabled=self.options.record_history
@@ -178,6 +179,9 @@ class CompareApp(App[int]):
 
     def on_job_done(self, message: JobDone) -> None:
         self.jobs.done(message.kind)
+        placement = self.runner.placement if self.runner is not None else None
+        if message.kind == "switch" and placement is not None:
+            self.show_placement(placement.reason)  # a switch changes the precision part
         if message.error:
             self.notify(message.error, title=f"{message.kind} failed", severity="error")
         self.refresh_bindings()
@@ -234,24 +238,12 @@ class CompareApp(App[int]):
 
     def action_precision(self) -> None:
         """The precision menu for the focused column's model."""
-        from mergechat.ui.screens.precision import PrecisionScreen
-        from mergechat.ui.verdicts import precision_verdicts
-
         column = self.board.column(self.board.current)
-        model = column.model
-        if model.remote:
-            self.notify(precision_help(model.path), title="Precision", timeout=15)
-            return
-        if column.info.phase == "failed" and not column.info.dtype:
-            self.notify(
-                f"{model.label} is out of the comparison: {column.error}", severity="warning"
-            )
-            return
-        dtype = column.info.dtype
-        current: DType | None = dtype if dtype in DTYPES else None  # type: ignore[assignment]
-        busy = self.jobs.busy("ask")
-        screen = PrecisionScreen(current, precision_verdicts(None, None), after_reply=busy)
-        self.push_screen(screen, partial(self.switch_precision, column.index))
+        menu = precision_menu(column, busy=self.jobs.busy("ask"))
+        if isinstance(menu, str):
+            self.notify(menu, title="Precision", severity="warning", timeout=15)
+        else:
+            self.push_screen(menu, partial(self.switch_precision, column.index))
 
     def switch_precision(self, index: int, dtype: DType | None) -> None:
         """Put model ``index`` in ``dtype`` (after the answers running now)."""

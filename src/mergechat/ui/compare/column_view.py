@@ -20,6 +20,8 @@ from mergechat.ui.compare.keys import COLUMN_BINDINGS
 from mergechat.ui.compare.results import result_lines
 from mergechat.ui.widgets.reply_body import ReplyBody
 
+#: Phases whose detail is shown elsewhere (the error) or says nothing new.
+_NO_DETAIL = ("failed", "done", "loaded", "stopped")
 _PHASE_STYLE = {
     "failed": "bold $text-error",
     "stopped": "bold $text-warning",
@@ -42,16 +44,18 @@ class ColumnInfo:
     tokens_per_s: float | None = None
 
     def status(self) -> Content:
-        """``cpu │ bfloat16 │ answering │ 25.0 tok/s``: the parts known so far."""
+        """``cpu bfloat16 │ answering │ 25.0 tok/s``: the parts known so far (narrow columns
+        need it short)."""
         phase: str = self.phase
         if self.phase == "loading" and self.fraction is not None:
             phase = f"loading {self.fraction * 100:.0f}%"
-        parts = [Content(self.device)] if self.device else []
-        parts += [Content.styled(self.dtype, "bold")] if self.dtype else []
-        parts.append(Content.styled(f" {phase} ", _PHASE_STYLE.get(self.phase, "reverse")))
+        model = Content(f"{self.device} ") if self.device else Content("")
+        model += Content.styled(self.dtype, "bold") if self.dtype else Content("")
+        parts = [model] if model else []
+        parts.append(Content.styled(phase, _PHASE_STYLE.get(self.phase, "reverse")))
         if self.tokens_per_s is not None:
             parts.append(Content(f"{self.tokens_per_s:.1f} tok/s"))
-        if self.detail and self.phase not in ("failed", "done", "loaded"):
+        if self.detail and self.detail != self.phase and self.phase not in _NO_DETAIL:
             parts.append(Content.styled(escape_control(self.detail), "$text-muted"))
         return Content(" │ ").join(parts)
 

@@ -10,7 +10,7 @@ def result_lines(result: ModelResult, *, reference: str, role: str) -> list[str]
     """The lines for ``result``. ``reference`` names the model whose reply agreement is scored
     against (the merge); ``role`` is "reference", "base" (divergence is measured from its reply)
     or "" for the others."""
-    if result.error:
+    if result.error or not result.reply:
         return []
     lines: list[str] = []
     if role == "reference":

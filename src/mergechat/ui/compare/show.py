@@ -76,6 +76,9 @@ def show_event(host: ShowHost, event: CompareEvent) -> None:
     board = host.board
     if isinstance(event, ComparePlaced):
         host.show_placement(event.placement.reason)
+        for column in board.columns:  # every detection has ended: the loads come in turn
+            if column.info.phase == "detecting":
+                column.set_info(phase="waiting", detail="")
     elif isinstance(event, ComparePhase):
         changes: dict[str, Any] = {
             "phase": event.phase,
