@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from engine_harness import probe_cache
 
+from mergechat.cli.compare import SIDE_BY_SIDE_ENV
 from mergechat.core.api import EngineClient, EventSink
 from mergechat.core.compare.plan import CompareModel, ComparePlan, recipe_plan
 from mergechat.core.compare.runner import CompareRunner
@@ -24,12 +25,16 @@ def test_divergence_and_agreement_through_engine_processes(
     engines: list[ProcessEngine] = []
 
     def factory(_model: CompareModel, sink: EventSink) -> EngineClient:
-        engines.append(ProcessEngine(sink, probe_cache=probe_cache(tmp_path_factory)))
+        cache = probe_cache(tmp_path_factory)
+        engines.append(ProcessEngine(sink, probe_cache=cache, env=SIDE_BY_SIDE_ENV))
         return engines[-1]
 
     runner = CompareRunner(ComparePlan((merge, base), from_recipe=True), factory, device="cpu")
     try:
         runner.prepare()
+        for engine in engines:  # the one-shot's engines wait without spinning on the CPU
+            environ = Path(f"/proc/{engine.pid}/environ")
+            assert not environ.exists() or b"OMP_WAIT_POLICY=PASSIVE" in environ.read_bytes()
         merged, based = runner.ask("Say hi", GenerationSettings(temperature=0.0, max_new_tokens=6))
         pids = {e.pid for e in engines}
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -95,15 +96,26 @@ def compare_plan(models: list[str]) -> ComparePlan:
     return recipe_plan(models[0]) if len(models) == 1 else explicit_plan(models)
 
 
+#: Several engine processes share the CPU: idle OpenMP threads sleep instead of spinning, or
+#: the waiting engines' spinning slows the one answering (BENCHMARKS.md).
+SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def default_factory(model: CompareModel, sink: EventSink) -> EngineClient:
-    """The thread engine for a local model, the remote client for a server URL."""
+    """The remote client for a server URL; for a local model its own engine process, so an
+    unload frees its memory for real and torch never runs in the caller's process
+    (``MERGECHAT_ENGINE=thread``: the thread engine in this process, as for the app)."""
     if model.remote:
         from mergechat.core.remote.client import RemoteClient
 
         return RemoteClient(sink)
-    from mergechat.core.engine.engine import Engine
+    if os.environ.get("MERGECHAT_ENGINE", "process").strip().lower() == "thread":
+        from mergechat.core.engine.engine import Engine
 
-    return Engine(sink)
+        return Engine(sink)
+    from mergechat.core.engine.process import ProcessEngine
+
+    return ProcessEngine(sink, env=SIDE_BY_SIDE_ENV)
 
 
 class _Printer:

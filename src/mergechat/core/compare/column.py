@@ -54,6 +54,7 @@ class Column:
     state: ModelState | None = None
     load_started: float = 0.0
     load_s: float | None = None
+    unload_s: float | None = None
     stream: ReplyStream | None = None
     reply: str = ""
     stats: ReplyStats | None = None
@@ -184,6 +185,7 @@ class Column:
             finish=self.finish,
             error=self.model.error or self.error or self.reply_error,
             load_s=self.load_s,
+            unload_s=self.unload_s,
             agreement=self.agreement,
             agreement_note=self.agreement_note,
             notes=(*self.model.notes, *self.notes),

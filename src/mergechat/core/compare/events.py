@@ -41,6 +41,8 @@ class ModelResult:
     error: str | None = None
     #: Seconds its last load took (None: loaded before this prompt, or a failure).
     load_s: float | None = None
+    #: Seconds its unload after answering took (one at a time: the memory is free again).
+    unload_s: float | None = None
     #: Where its reply first parts from the base model's (None for the base and failures).
     divergence: Divergence | None = None
     #: Teacher-forced top-1 agreement with the merge's reply, 0..1 (None: not measured).

@@ -130,6 +130,7 @@ class CompareRunner:
         messages = (ChatMessage("user", prompt),)
         for col in self._columns:
             col.load_s = None if placement.together else col.load_s
+            col.unload_s = None
             col.agreement, col.agreement_note = None, None
         if placement.parallel:
             self._answer([c for c in self._columns if c.usable], messages, settings)
@@ -215,8 +216,10 @@ class CompareRunner:
         with self._lock:
             client, col.client = col.client, None
         if client is not None:
+            started = time.perf_counter()
             client.shutdown()
             col.state = None
+            col.unload_s = time.perf_counter() - started
             if not quiet:
                 self._phase(col, "unloaded")
 

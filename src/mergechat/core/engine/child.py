@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO
@@ -39,7 +40,7 @@ def _open_log(path: Path) -> IO[bytes]:
 class EngineChild:
     """One engine process, its pipes, its reader thread and the replies it has not ended."""
 
-    def __init__(self, probe_cache: Path | None) -> None:
+    def __init__(self, probe_cache: Path | None, env: Mapping[str, str] | None = None) -> None:
         self.log_path = locations.cache_dir() / LOG_NAME
         # Appended to the engine's path, so it finds this very package only when nothing else
         # would (a source checkout run without installing).
@@ -56,6 +57,7 @@ class EngineChild:
                     stdout=log,
                     stderr=log,
                     pass_fds=(cmd_read, event_write),
+                    env={**os.environ, **env} if env else None,
                     # Keys like ctrl+c in the terminal are the app's, not signals for the engine.
                     start_new_session=True,
                 )

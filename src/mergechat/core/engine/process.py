@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from mergechat.core.api import (
@@ -32,11 +33,19 @@ class ProcessEngine(ModelClient):
     """An `EngineClient` whose engine runs in a child process started on first use.
 
     ``sink`` is called on the reader thread for every event, as `Engine` calls it on its thread.
+    ``env`` adds environment variables for the engine process.
     """
 
-    def __init__(self, sink: EventSink, *, probe_cache: Path | None = None) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        probe_cache: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(sink)
         self._probe_cache = probe_cache
+        self._env = dict(env or {})
         self._lock = threading.Lock()
         self._child: EngineChild | None = None
 
@@ -60,7 +69,7 @@ class ProcessEngine(ModelClient):
         # Called with the lock held.
         child = self._child
         if child is None or child.dead:
-            child = self._child = EngineChild(self._probe_cache)
+            child = self._child = EngineChild(self._probe_cache, self._env)
             child.reader = threading.Thread(
                 target=self._read, args=(child,), name="mergechat-engine-reader", daemon=True
             )
