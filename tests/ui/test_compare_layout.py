@@ -3,13 +3,17 @@ the help; and one snapshot of a finished comparison."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from compare_helpers import answered, compare_app, prepared, send
 from textual.pilot import Pilot
 from textual.widgets import Tabs
 
+from mergechat.ui.bindings import unknown_keymap_ids
 from mergechat.ui.compare.column_view import ReplyScroll
+from mergechat.ui.compare.palette import compare_commands
 from mergechat.ui.screens.help import HelpScreen
 
 
@@ -94,3 +98,28 @@ def test_a_finished_comparison_at_120x30(snap_compare: Any) -> None:
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=(120, 30), run_before=run)
+
+
+def _write_config(text: str) -> None:
+    path = Path(os.environ["MERGECHAT_CONFIG_DIR"]) / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+async def test_the_keymap_rebinds_compare_keys_by_id_and_history_can_be_off() -> None:
+    _write_config('[keymap]\n"compare.widen" = "f9"\n[history]\nenabled = false\n')
+    assert "compare.widen" not in unknown_keymap_ids({"compare.widen": "f9"})
+    app, _ = compare_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await prepared(app, pilot)
+        await pilot.press("f5")  # no longer bound
+        await pilot.pause()
+        assert not app.board.wide
+        await pilot.press("f9")
+        await pilot.pause()
+        assert app.board.wide
+        await send(pilot, "hi")
+        await answered(app, pilot)
+        assert app.saved == []  # [history] enabled = false
+    commands = [c.name for c in compare_commands(app)]
+    assert "All columns to float32" in commands and "Same precision for all on/off" in commands
