@@ -30,7 +30,7 @@ from typing import Any
 
 import common
 
-from mergechat.cli.compare import default_factory
+from mergechat.core.compare.clients import default_factory
 from mergechat.core.compare.events import ModelResult
 from mergechat.core.compare.placement import Placement
 from mergechat.core.compare.plan import ComparePlan, explicit_plan, recipe_plan

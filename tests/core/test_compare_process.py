@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from engine_harness import probe_cache
 
-from mergechat.cli.compare import SIDE_BY_SIDE_ENV
 from mergechat.core.api import EngineClient, EventSink
+from mergechat.core.compare.clients import SIDE_BY_SIDE_ENV
 from mergechat.core.compare.plan import CompareModel, ComparePlan, recipe_plan
 from mergechat.core.compare.runner import CompareRunner
 from mergechat.core.engine.process import ProcessEngine

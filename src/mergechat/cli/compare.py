@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,7 +18,7 @@ from mergechat.cli.args import (
 )
 from mergechat.cli.checks import require_terminal, text_argument
 from mergechat.cli.oneshot import warn
-from mergechat.core.api import EngineClient, EventSink
+from mergechat.core.compare.clients import default_factory
 from mergechat.core.compare.events import (
     CompareEvent,
     ComparePhase,
@@ -27,7 +26,7 @@ from mergechat.core.compare.events import (
     CompareText,
     ModelResult,
 )
-from mergechat.core.compare.plan import MAX_MODELS, CompareModel, ComparePlan
+from mergechat.core.compare.plan import MAX_MODELS, ComparePlan
 from mergechat.core.errors import BadInputError, MergechatError
 from mergechat.core.settings.generation import GenerationSettings
 from mergechat.core.store.records import HistoryUnavailable
@@ -94,28 +93,6 @@ def compare_plan(models: list[str]) -> ComparePlan:
     if len(models) > MAX_MODELS:
         raise BadInputError(f"compare takes at most {MAX_MODELS} models, got {len(models)}")
     return recipe_plan(models[0]) if len(models) == 1 else explicit_plan(models)
-
-
-#: Several engine processes share the CPU: idle OpenMP threads sleep instead of spinning, or
-#: the waiting engines' spinning slows the one answering (BENCHMARKS.md).
-SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def default_factory(model: CompareModel, sink: EventSink) -> EngineClient:
-    """The remote client for a server URL; for a local model its own engine process, so an
-    unload frees its memory for real and torch never runs in the caller's process
-    (``MERGECHAT_ENGINE=thread``: the thread engine in this process, as for the app)."""
-    if model.remote:
-        from mergechat.core.remote.client import RemoteClient
-
-        return RemoteClient(sink)
-    if os.environ.get("MERGECHAT_ENGINE", "process").strip().lower() == "thread":
-        from mergechat.core.engine.engine import Engine
-
-        return Engine(sink)
-    from mergechat.core.engine.process import ProcessEngine
-
-    return ProcessEngine(sink, env=SIDE_BY_SIDE_ENV)
 
 
 class _Printer:
