@@ -85,3 +85,8 @@ def test_a_model_that_fails_to_load_carries_its_error_and_the_others_answer(
     assert summary[0].startswith(f"{tiny_model_dir.name} · cpu ")
     assert summary[1].startswith("truncated: failed: ") and "model.safetensors" in summary[1]
     assert f"== {tiny_model_dir.name} ==" in out and "== truncated ==" not in out
+
+
+def test_an_abbreviated_flag_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _run(["/nowhere/a", "/nowhere/b", "--promp", "hi"], capsys)
+    assert rc == 2 and _errors(err) == ["mergechat: error: unrecognized arguments: --promp hi"]

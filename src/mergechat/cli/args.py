@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mergechat import __version__
 from mergechat.cli.checks import text_argument
@@ -21,7 +21,12 @@ GENERATION_FIELDS = tuple(BOUNDS)
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors become one `mergechat: error:` line and exit code 2."""
+    """An ArgumentParser whose errors become one `mergechat: error:` line and exit code 2, and
+    which never takes an abbreviation for a flag (``--prom`` is an error, not ``--prompt``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise BadInputError(message)
@@ -155,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         "`mergechat serve PATH` (an OpenAI-compatible server for other machines). "
         "Try it: `mergechat --demo`. "
         "Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
-        allow_abbrev=False,
     )
     parser.add_argument(
         "--version", action=_VersionAction, help="show the versions of mergechat, torch, ..."
@@ -199,7 +203,6 @@ def build_doctor_parser() -> argparse.ArgumentParser:
         prog="mergechat doctor",
         description="Measure which devices and precisions this machine really runs, and for a "
         "model PATH, what fits and what mergechat would choose.",
-        allow_abbrev=False,
     )
     _add_common(parser, default_device="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -43,7 +43,6 @@ def build_compare_parser() -> argparse.ArgumentParser:
         description="Answer one prompt with a merge, its base model and each source (read from "
         "its mergekit_config.yml), or with up to four models given as folders, .gguf files or "
         "server URLs; replies are greedy unless --temperature says otherwise.",
-        allow_abbrev=False,
     )
     parser.add_argument(
         "models",

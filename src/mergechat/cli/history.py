@@ -68,7 +68,6 @@ def build_history_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mergechat history",
         description="List, show, export and delete the conversations saved by the app.",
-        allow_abbrev=False,
     )
     _configure(parser)
     return parser

@@ -83,7 +83,6 @@ def build_serve_parser() -> argparse.ArgumentParser:
         "machine. Then chat from anywhere: mergechat http://HOST:PORT/v1",
         epilog="An API key for vLLM comes from the MERGECHAT_API_KEY environment variable "
         "(never a flag). Stop the server with Ctrl+C.",
-        allow_abbrev=False,
     )
     parser.add_argument("path", type=Path, metavar="PATH", help="model folder")
     parser.add_argument(
