@@ -20,6 +20,7 @@ from textual.binding import BindingType
 from textual.content import Content
 from textual.widgets import Static
 
+from mergechat.core.compare.clients import default_factory
 from mergechat.core.compare.events import ModelResult
 from mergechat.core.compare.history import record_comparison
 from mergechat.core.compare.runner import CompareRunner
@@ -31,7 +32,7 @@ from mergechat.ui.bindings import prompt_placeholder
 from mergechat.ui.compare.board import CompareBoard
 from mergechat.ui.compare.jobs import CompareEventMessage, JobDone, RunnerJobs
 from mergechat.ui.compare.keys import COMPARE_BINDINGS
-from mergechat.ui.compare.options import CompareOptions, default_factory
+from mergechat.ui.compare.options import CompareOptions
 from mergechat.ui.compare.palette import CompareCommands, compare_help_rows
 from mergechat.ui.compare.precision import precision_menu
 from mergechat.ui.compare.show import AskStarted, Notice, info_line, show_event
@@ -267,7 +268,8 @@ class CompareApp(App[int]):
         self.same_precision = not self.same_precision
         self._epoch += 1
         state = "on" if self.same_precision else "off"
-        note = f" (--dtype {self.options.dtype} still applies)" if self.options.dtype else ""
+        fixed = self.options.dtype not in (None, "auto")
+        note = f" (--dtype {self.options.dtype} still applies)" if fixed else ""
         self.notify(f"Same precision for all: {state}{note}; placing the models again.")
         self.show_placement(PLACING.removeprefix("Placement: "))
         self._prepare()
