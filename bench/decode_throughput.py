@@ -151,6 +151,11 @@ def measure_all(
             wanted = [chosen]
         else:
             wanted = [d for d, text in verdicts.items() if text == "ok" or text.startswith("slow")]
+        if not wanted:  # say why nothing is measured instead of writing an empty table
+            print(
+                f"decode_throughput: {label}: no runnable dtype on {where}: {verdicts}",
+                file=sys.stderr,
+            )
         for dtype in wanted:
             print(f"decode_throughput: {label} {dtype} on {where} ...", file=sys.stderr)
             cell: dict[str, Any] = {"model": label, "dtype": dtype, "device": where}
@@ -330,7 +335,7 @@ def main() -> int:
     path = common.write_result("decode_throughput", payload)
     print_table(cells, tokens, reps)
     print(f"wrote {path}")
-    return 1 if any("error" in c for c in cells) else 0
+    return 1 if not cells or any("error" in c for c in cells) else 0
 
 
 if __name__ == "__main__":
