@@ -52,14 +52,22 @@ class Engine(QueuedClient):
     ``sink`` is called on the engine thread for every event. ``probe_cache`` is the detector's
     cache file (None: the detector's default, the user cache dir's ``probes.json``).
     ``reuse_cache=False`` prefills every turn in full (the KV cache is not kept between turns).
+    ``release_on_stop=False`` leaves the model's memory to the process's end (the engine process
+    exits right after its stop: collecting garbage first only delays the exit).
     """
 
     def __init__(
-        self, sink: EventSink, *, probe_cache: Path | None = None, reuse_cache: bool = True
+        self,
+        sink: EventSink,
+        *,
+        probe_cache: Path | None = None,
+        reuse_cache: bool = True,
+        release_on_stop: bool = True,
     ) -> None:
         super().__init__(sink, "mergechat-engine")
         self._prompt_cache = PromptCache(enabled=reuse_cache)
         self._probe_cache = probe_cache
+        self._release_on_stop = release_on_stop
         self._loaded: LoadedModel | None = None
 
     # -- client side (any thread) ---------------------------------------------------------------
@@ -106,7 +114,8 @@ class Engine(QueuedClient):
         )
 
     def _stopped(self) -> None:
-        self._unload()
+        if self._release_on_stop:
+            self._unload()
 
     def _handle_load(self, request: LoadRequest) -> None:
         from mergechat.core.engine import loader, speed_check

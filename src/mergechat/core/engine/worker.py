@@ -57,7 +57,7 @@ class Worker:
         self._streams: dict[int, tuple[ReplyStream, int]] = {}
         self._streaming = threading.Event()
         self._stopped = threading.Event()
-        self.engine = Engine(self._sink, probe_cache=probe_cache)
+        self.engine = Engine(self._sink, probe_cache=probe_cache, release_on_stop=False)
         self._forwarder = threading.Thread(
             target=self._forward_loop, name="mergechat-forwarder", daemon=True
         )
