@@ -12,6 +12,7 @@ from mergechat.core.compare.events import (
     CompareFinished,
     ComparePhase,
     ComparePlaced,
+    CompareSink,
     CompareText,
 )
 from mergechat.core.compare.plan import CompareModel, ComparePlan
@@ -38,6 +39,20 @@ def _run(
     runner.ask(prompt, GREEDY)
     runner.close()
     return runner, events
+
+
+def _stop_when_answering(
+    runner: CompareRunner, events: list[CompareEvent], gate: threading.Event
+) -> CompareSink:
+    """A sink that keeps the events and stops all (then opens ``gate``) once the merge answers."""
+
+    def sink(event: CompareEvent) -> None:
+        events.append(event)
+        if isinstance(event, ComparePhase) and event.phase == "answering" and event.index == 0:
+            runner.stop()
+            gate.set()
+
+    return sink
 
 
 def test_models_that_fit_are_loaded_once_and_answer_in_turn() -> None:
@@ -135,17 +150,35 @@ def test_stop_all_ends_the_reply_and_skips_the_rest() -> None:
     events: list[CompareEvent] = []
     runner = CompareRunner(_plan("merged", "base"), factory, on_event=events.append)
     runner.prepare()
-
-    def stop_when_answering(event: CompareEvent) -> None:
-        events.append(event)
-        if isinstance(event, ComparePhase) and event.phase == "answering" and event.index == 0:
-            runner.stop()
-            gate.set()
-
-    runner._sink = stop_when_answering
+    runner._sink = _stop_when_answering(runner, events, gate)
     results = runner.ask("hi", GREEDY)
     runner.close()
     assert results[0].finish == "stopped"
     assert factory.engines("base")[0].generations == []
     assert any(isinstance(e, ComparePhase) and e.phase == "stopped" for e in events)
     assert next(e for e in events if isinstance(e, CompareFinished)).stopped
+
+
+def test_models_a_stop_skips_carry_nothing_of_the_previous_prompt() -> None:
+    gate = threading.Event()
+    gate.set()  # the first prompt runs through
+    scripts = {"merged": Script(reply_gate=gate)}
+    fit = {n: assessment(1) for n in ("merged", "base", "a")}
+    factory = Factory(scripts, fit, caps(("cpu", 8)))
+    events: list[CompareEvent] = []
+    runner = CompareRunner(_plan("merged", "base", "a"), factory, on_event=events.append)
+    runner.prepare()
+    first = runner.ask("hi", GREEDY)
+    assert all(r.reply and r.stats for r in first) and first[2].agreement == 1.0
+    gate.clear()
+    runner._sink = _stop_when_answering(runner, events, gate)
+    merged, base, a = runner.ask("again", GREEDY)
+    runner.close()
+    assert merged.finish == "stopped"
+    for skipped in (base, a):
+        assert (skipped.reply, skipped.stats, skipped.finish) == ("", None, "stopped")
+        assert (skipped.divergence, skipped.agreement, skipped.agreement_note) == (None,) * 3
+        assert skipped.error is None
+    # The base did not answer this prompt: no divergence measured from its previous reply.
+    assert merged.divergence is None
+    assert [len(factory.engines(n)[0].generations) for n in ("merged", "base", "a")] == [2, 1, 1]

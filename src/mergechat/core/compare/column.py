@@ -76,13 +76,28 @@ class Column:
         if what == "load":
             self.load_started, self.load_s = time.perf_counter(), None
         if what == "reply":
-            self.stream, self.reply, self.stats, self.finish, self.reply_error = (
-                None,
-                "",
-                None,
-                None,
-                None,
-            )
+            self._clear_reply()
+
+    def new_prompt(self, *, keep_load: bool) -> None:
+        """Forget the previous prompt's answer and scores, so a model a stop skips does not
+        show them as this prompt's (``keep_load``: its load time still counts)."""
+        self._clear_reply()
+        self.agreement, self.agreement_note, self.unload_s = None, None, None
+        self.load_s = self.load_s if keep_load else None
+
+    def skip(self) -> None:
+        """A stop came before this model answered: its result says stopped, with no reply."""
+        self._clear_reply()
+        self.finish = "stopped"
+
+    def _clear_reply(self) -> None:
+        self.stream, self.reply, self.stats, self.finish, self.reply_error = (
+            None,
+            "",
+            None,
+            None,
+            None,
+        )
 
     def drain(self) -> CompareText | None:
         """New reply text since the last drain, as an event (None when there is none)."""

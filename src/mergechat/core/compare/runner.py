@@ -129,13 +129,15 @@ class CompareRunner:
         started = time.perf_counter()
         messages = (ChatMessage("user", prompt),)
         for col in self._columns:
-            col.load_s = None if placement.together else col.load_s
-            col.unload_s = None
-            col.agreement, col.agreement_note = None, None
+            # One at a time, a served model stays connected from `prepare`: its time counts.
+            col.new_prompt(keep_load=not placement.together and col.model.remote)
         if placement.parallel:
             self._answer([c for c in self._columns if c.usable], messages, settings)
         for col in self._columns:
-            if not col.usable or self._stopped(col) or placement.parallel:
+            if not col.usable or placement.parallel:
+                continue
+            if self._stop.is_set():
+                self._skip(col)
                 continue
             one_at_a_time = not placement.together and not col.model.remote
             if one_at_a_time:
@@ -230,6 +232,10 @@ class CompareRunner:
         settings: GenerationSettings,
     ) -> None:
         running = [c for c in cols if c.usable and c.state is not None and not self._stop.is_set()]
+        asked = {c.index for c in running}
+        for col in cols:
+            if col.usable and col.index not in asked and self._stop.is_set():
+                self._skip(col)
         for col in running:
             col.begin("reply", self._client(col).generate(messages, settings))
             self._phase(col, "answering")
@@ -269,10 +275,9 @@ class CompareRunner:
                 if (text := col.drain()) is not None:
                     self._sink(text)
 
-    def _stopped(self, col: Column) -> bool:
-        if self._stop.is_set():
-            self._phase(col, "stopped")
-        return self._stop.is_set()
+    def _skip(self, col: Column) -> None:
+        col.skip()
+        self._phase(col, "stopped")
 
     def _phase(self, col: Column, phase: Phase, detail: str = "") -> None:
         self._sink(ComparePhase(col.index, phase, detail))
@@ -285,8 +290,8 @@ class CompareRunner:
         tokens = same_tokenizer(self.plan)
         base_ids = _token_ids(base.stream) if tokens else None
         for i, col in enumerate(self._columns):
-            if i == self.plan.base or col.finish is None:
-                continue
+            if i == self.plan.base or col.finish is None or col.stats is None:
+                continue  # no reply to this prompt (failed, or skipped by a stop)
             ids = _token_ids(col.stream) if base_ids is not None else None
             found = divergence(base.reply, col.reply, base_ids=base_ids if ids else None, ids=ids)
             results[i] = replace(results[i], divergence=found)

@@ -140,8 +140,7 @@ class CompareApp(App[int]):
             if runner is None or epoch != self._epoch or runner is not self.runner:
                 return  # stopped (or placed again) before its turn
             self.post_message(AskStarted(prompt))
-            self.jobs.begin_ask(self.plan.base)
-            results = tuple(self.jobs.fresh(r) for r in runner.ask(prompt, settings))
+            results = runner.ask(prompt, settings)
             try:
                 conv_id = record_comparison(
                     prompt, settings, results, enabled=self.options.record_history

@@ -182,7 +182,7 @@ class CompareColumn(Vertical):
             changes.update(device=stats.device, dtype=stats.dtype)
         if result.error:
             changes.update(phase="failed", detail=result.error)
-        elif result.finish in ("stopped", None):  # None: skipped by a stop before its turn
+        elif result.finish in ("stopped", None):
             changes.update(phase="stopped", detail="")
         else:
             changes.update(phase="done", detail="")

@@ -7,19 +7,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from textual.app import App
 from textual.message import Message
 
-from mergechat.core.compare.events import (
-    CompareEvent,
-    CompareFinished,
-    CompareModelDone,
-    ComparePhase,
-    ModelResult,
-)
+from mergechat.core.compare.events import CompareEvent
 from mergechat.core.errors import MergechatError
 
 Job = Callable[[], object]
@@ -53,9 +46,6 @@ class RunnerJobs:
         self._finished = False
         #: Set when the worker has run its last job and ended.
         self.ended = threading.Event()
-        #: The models that began answering the prompt asked now (worker thread only).
-        self._answering: set[int] = set()
-        self._base = 0
 
     def start(self) -> None:
         """Start the worker (after the first frame)."""
@@ -86,36 +76,7 @@ class RunnerJobs:
 
     def post(self, event: CompareEvent) -> None:
         """The runner's ``on_event``: called on the worker thread."""
-        if isinstance(event, ComparePhase) and event.phase == "answering":
-            self._answering.add(event.index)
-        elif isinstance(event, CompareModelDone):
-            event = CompareModelDone(self.fresh(event.result))
-        elif isinstance(event, CompareFinished):
-            event = replace(event, results=tuple(self.fresh(r) for r in event.results))
         self._app.post_message(CompareEventMessage(event))
-
-    def begin_ask(self, base: int) -> None:
-        """A prompt is about to be asked; ``base`` is the model whose reply the others'
-        divergence is measured from (worker thread)."""
-        self._answering.clear()
-        self._base = base
-
-    def fresh(self, result: ModelResult) -> ModelResult:
-        """``result`` without the previous prompt's answer when a stop skipped the model (the
-        runner keeps that answer in its column): no reply, no stats, no scores."""
-        if result.index in self._answering or result.error:
-            if self._base in self._answering:
-                return result
-            return replace(result, divergence=None)  # measured from an earlier base reply
-        return replace(
-            result,
-            reply="",
-            stats=None,
-            finish=None,
-            divergence=None,
-            agreement=None,
-            agreement_note=None,
-        )
 
     def _loop(self) -> None:
         try:
