@@ -182,3 +182,54 @@ def test_models_a_stop_skips_carry_nothing_of_the_previous_prompt() -> None:
     # The base did not answer this prompt: no divergence measured from its previous reply.
     assert merged.divergence is None
     assert [len(factory.engines(n)[0].generations) for n in ("merged", "base", "a")] == [2, 1, 1]
+
+
+def test_a_stop_while_loading_skips_the_loads_not_begun_and_ask_loads_them() -> None:
+    gate = threading.Event()
+    scripts = {"merged": Script(load_gate=gate)}
+    fit = {n: assessment(1) for n in ("merged", "base", "a")}
+    factory = Factory(scripts, fit, caps(("cpu", 8)))
+    events: list[CompareEvent] = []
+    runner = CompareRunner(_plan("merged", "base", "a"), factory, on_event=events.append)
+
+    def stop_when_loading(event: CompareEvent) -> None:
+        events.append(event)
+        if isinstance(event, ComparePhase) and event.phase == "loading" and event.index == 0:
+            runner.stop()  # the merge's load is asked for: it still runs to its end
+            gate.set()
+
+    runner._sink = stop_when_loading
+    assert runner.prepare().together
+    assert [len(factory.engines(n)[0].loads) for n in ("merged", "base", "a")] == [1, 0, 0]
+    stopped = [e.index for e in events if isinstance(e, ComparePhase) and e.phase == "stopped"]
+    assert stopped == [1, 2]
+    # The next prompt loads the models the stop skipped, then every model answers.
+    runner._sink = events.append
+    results = runner.ask("hi", GREEDY)
+    runner.close()
+    assert [len(factory.engines(n)[0].loads) for n in ("merged", "base", "a")] == [1, 1, 1]
+    assert all(r.reply and r.error is None for r in results)
+
+
+def test_a_stop_while_detecting_keeps_no_placement_and_ask_prepares_again() -> None:
+    fit = {n: assessment(1) for n in ("merged", "base")}
+    factory = Factory({}, fit, caps(("cpu", 8)))
+    events: list[CompareEvent] = []
+    runner = CompareRunner(_plan("merged", "base"), factory, on_event=events.append)
+
+    def stop_when_detecting(event: CompareEvent) -> None:
+        events.append(event)
+        if isinstance(event, ComparePhase) and event.phase == "detecting":
+            runner.stop()
+
+    runner._sink = stop_when_detecting
+    runner.prepare()
+    assert runner.placement is None
+    assert [len(factory.engines(n)) for n in ("merged", "base")] == [1, 0]
+    assert not any(isinstance(e, ComparePlaced) for e in events)
+    runner._sink = events.append
+    results = runner.ask("hi", GREEDY)
+    runner.close()
+    # Only the model not inspected yet is asked about again; both then load and answer.
+    assert [len(factory.engines(n)[0].detections) for n in ("merged", "base")] == [1, 1]
+    assert all(r.reply for r in results)

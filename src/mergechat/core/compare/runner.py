@@ -94,9 +94,16 @@ class CompareRunner:
     # -- runner thread ----------------------------------------------------------------------------
     def prepare(self) -> Placement:
         """Ask the detector about every local model, decide the placement and, when all fit
-        together, load them all (one after the other); served models are connected at once."""
+        together, load them all (one after the other); served models are connected at once.
+
+        A `stop` skips the steps not begun (a detection or load running ends first): without
+        every detection no placement is kept (the next `ask` prepares again), and a model left
+        unloaded is loaded by the next `ask`."""
         for col in self._columns:
-            if col.model.remote or not col.usable:
+            if col.model.remote or not col.usable or col.assessment is not None:
+                continue
+            if self._stop.is_set():
+                self._phase(col, "stopped", "not inspected: stopped")
                 continue
             self._phase(col, "detecting")
             self._client(col).detect(col.model.path, self._device)
@@ -114,18 +121,22 @@ class CompareRunner:
         if self._one_at_a_time and self.placement.together:
             reason = "one model at a time (as asked): load, answer, unload"
             self.placement = replace(self.placement, together=False, parallel=False, reason=reason)
-        self._sink(ComparePlaced(self.placement))
+        placement = self.placement
+        if any(c.usable and not c.model.remote and c.assessment is None for c in self._columns):
+            self.placement = None  # stopped before every detection: not a placement to keep
+            return placement
+        self._sink(ComparePlaced(placement))
+        self._load_kept(placement)
         for col in self._columns:
-            if col.usable and (self.placement.together or col.model.remote):
-                self._load(col)
-            elif col.usable:
+            if col.usable and not self._kept(placement, col):
                 self._phase(col, "waiting", "loaded when its turn comes")
-        return self.placement
+        return placement
 
     def ask(self, prompt: str, settings: GenerationSettings) -> tuple[ModelResult, ...]:
         """Answer ``prompt`` with every model; return the results in column order."""
-        placement = self.placement or self.prepare()
         self._stop.clear()
+        placement = self.placement or self.prepare()
+        self._load_kept(placement)  # the loads a stop skipped in `prepare`
         started = time.perf_counter()
         messages = (ChatMessage("user", prompt),)
         for col in self._columns:
@@ -189,6 +200,21 @@ class CompareRunner:
             self._unload(col, quiet=True)
 
     # -- steps ----------------------------------------------------------------------------------
+    @staticmethod
+    def _kept(placement: Placement, col: Column) -> bool:
+        """Whether ``col`` stays loaded between prompts (all together, or a served model)."""
+        return placement.together or col.model.remote
+
+    def _load_kept(self, placement: Placement) -> None:
+        """Load the kept models not loaded yet, one after the other, until a stop."""
+        for col in self._columns:
+            if not col.usable or col.state is not None or not self._kept(placement, col):
+                continue
+            if self._stop.is_set():
+                self._phase(col, "stopped", "not loaded: stopped")
+            else:
+                self._load(col)
+
     def _client(self, col: Column) -> EngineClient:
         if col.client is None:
             index = col.index
