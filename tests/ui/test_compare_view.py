@@ -7,8 +7,9 @@ import threading
 
 from app_helpers import notifications, wait_for
 from compare_helpers import answered, compare_app, placement_text, prepared, send
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
 
+from fixtures.compare_fakes import assessment
 from fixtures.fake_engine import DEFAULT_REPLY, Script
 from mergechat.core.store.store import HistoryStore
 from mergechat.ui.screens.precision import PrecisionScreen
@@ -177,3 +178,22 @@ async def test_models_that_do_not_fit_together_answer_one_at_a_time() -> None:
             assert column.reply_text == FAKE_REPLY and "loaded in" in column.result_text
             assert column.status_text.startswith("cpu bfloat16 │ done")
         assert all(e.shut_down for _, e in factory.made)  # each unloaded after its answer
+
+
+async def test_the_precision_menu_shows_the_detector_verdicts_of_the_focused_model() -> None:
+    app, factory = compare_app()
+    factory.fit["base"] = assessment(1, ok=("float32", "bfloat16"))
+    async with app.run_test(size=SIZE) as pilot:
+        await prepared(app, pilot)
+        await pilot.press("tab", "right")  # column 1: the base
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, PrecisionScreen))
+        options = app.screen.query_one(OptionList)
+        shown = [str(options.get_option_at_index(i).prompt) for i in range(3)]
+        assert "float32   ok" in shown[0] and "bfloat16  ok" in shown[1]
+        assert "unsupported: not on this fake device" in shown[2]
+        assert not any("not measured" in line for line in shown)
+        await pilot.press("3")  # float16 is ruled out for this model: the menu says why
+        notice = str(app.screen.query_one("#precision-notice", Static).content)
+        assert "float16 cannot be used here" in notice
+        assert factory.engines("base")[0].switches == []

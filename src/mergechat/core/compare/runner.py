@@ -16,11 +16,13 @@ from dataclasses import replace
 from typing import Literal
 
 from mergechat.core.api import (
+    CapabilitiesReady,
     ChatMessage,
     EngineClient,
     EngineEvent,
     EventSink,
     LoadRequest,
+    ModelState,
 )
 from mergechat.core.compare.column import Column
 from mergechat.core.compare.divergence import divergence
@@ -90,6 +92,14 @@ class CompareRunner:
             clients = [c.client for c in self._columns if c.client is not None]
         for client in clients:
             client.cancel()
+
+    def detection(self, index: int) -> tuple[CapabilitiesReady | None, ModelState | None]:
+        """What the detector said about model ``index`` (None: not inspected, or served) and
+        the model loaded now, read-only for a view's precision menu."""
+        col = self._columns[index]
+        caps, assessment, state = col.caps, col.assessment, col.state
+        ready = None if caps is None or assessment is None else CapabilitiesReady(caps, assessment)
+        return ready, state
 
     # -- runner thread ----------------------------------------------------------------------------
     def prepare(self) -> Placement:

@@ -239,7 +239,9 @@ class CompareApp(App[int]):
     def action_precision(self) -> None:
         """The precision menu for the focused column's model."""
         column = self.board.column(self.board.current)
-        menu = precision_menu(column, busy=self.jobs.busy("ask"))
+        runner, busy = self.runner, self.jobs.busy("ask")
+        detection = runner.detection(column.index) if runner is not None else (None, None)
+        menu = precision_menu(column, busy=busy, detection=detection)
         if isinstance(menu, str):
             self.notify(menu, title="Precision", severity="warning", timeout=15)
         else:
