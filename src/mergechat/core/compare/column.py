@@ -70,6 +70,15 @@ class Column:
         """False once the model failed to inspect or load: it is skipped from then on."""
         return self.error is None and self.model.error is None
 
+    def cannot_switch(self) -> str | None:
+        """Why this model's precision cannot be switched (None: it can)."""
+        name = self.model.name
+        if self.model.remote:
+            return f"{name} is served: its precision is the server's, not switchable here"
+        if not self.usable:
+            return f"{name} cannot be compared: {self.model.error or self.error}"
+        return None
+
     def begin(self, what: str, request_id: int | None = None) -> None:
         """Mark the column as waiting for ``what`` (its answer event clears it)."""
         self.busy, self.request_id = what, request_id

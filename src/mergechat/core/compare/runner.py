@@ -25,7 +25,6 @@ from mergechat.core.api import (
     ModelState,
 )
 from mergechat.core.compare.column import Column
-from mergechat.core.compare.divergence import divergence
 from mergechat.core.compare.events import (
     CompareFinished,
     CompareModelDone,
@@ -36,11 +35,11 @@ from mergechat.core.compare.events import (
     ModelResult,
     Phase,
 )
+from mergechat.core.compare.measured import measured_results, token_ids
 from mergechat.core.compare.placement import Placement, place, switched
 from mergechat.core.compare.plan import CompareModel, ComparePlan, same_tokenizer
 from mergechat.core.dtypes import DType
 from mergechat.core.settings.generation import GenerationSettings
-from mergechat.core.streaming import ReplyStream
 
 #: Makes the client for one model: a local engine for a path, a remote client for a URL.
 ClientFactory = Callable[[CompareModel, EventSink], EngineClient]
@@ -170,7 +169,7 @@ class CompareRunner:
         if placement.together:
             for col in self._columns:
                 self._score(col, messages, settings)
-        results = self._results()
+        results = measured_results(self._columns, self.plan)
         for result in results:
             self._sink(CompareModelDone(result))
         stopped = self._stop.is_set()
@@ -182,7 +181,7 @@ class CompareRunner:
         engine answers), one not loaded now loads in ``dtype`` when its turn comes."""
         placement = self.placement or self.prepare()
         col = self._columns[index]
-        if (error := _cannot_switch(col)) is not None:
+        if (error := col.cannot_switch()) is not None:
             self._sink(CompareSwitched(index, col.state, error))
             return
         self.placement = switched(placement, index, dtype, col.assessment)
@@ -292,7 +291,7 @@ class CompareRunner:
             col.agreement_note = "this engine cannot score agreement"
             return
         self._phase(col, "scoring")
-        ids = _token_ids(reference.stream) if same_tokenizer(self.plan) else None
+        ids = token_ids(reference.stream) if same_tokenizer(self.plan) else None
         col.begin("score", scorer(messages, settings, reference.reply, reference_ids=ids))
         self._wait([col])
         self._phase(col, "done")
@@ -317,33 +316,3 @@ class CompareRunner:
 
     def _phase(self, col: Column, phase: Phase, detail: str = "") -> None:
         self._sink(ComparePhase(col.index, phase, detail))
-
-    def _results(self) -> tuple[ModelResult, ...]:
-        results = [c.result() for c in self._columns]
-        base = self._columns[self.plan.base]
-        if not base.reply or base.reply_error:
-            return tuple(results)
-        tokens = same_tokenizer(self.plan)
-        base_ids = _token_ids(base.stream) if tokens else None
-        for i, col in enumerate(self._columns):
-            if i == self.plan.base or col.finish is None or col.stats is None:
-                continue  # no reply to this prompt (failed, or skipped by a stop)
-            ids = _token_ids(col.stream) if base_ids is not None else None
-            found = divergence(base.reply, col.reply, base_ids=base_ids if ids else None, ids=ids)
-            results[i] = replace(results[i], divergence=found)
-        return tuple(results)
-
-
-def _cannot_switch(col: Column) -> str | None:
-    """Why ``col``'s precision cannot be switched (None: it can)."""
-    if col.model.remote:
-        return f"{col.model.name} is served: its precision is the server's, not switchable here"
-    if not col.usable:
-        return f"{col.model.name} cannot be compared: {col.model.error or col.error}"
-    return None
-
-
-def _token_ids(stream: ReplyStream | None) -> list[int] | None:
-    # A local engine's stream (in this process or relayed from the engine process) holds the
-    # model's token ids; a served model's holds text pieces, compared by word instead.
-    return stream.token_ids() if stream is not None and stream.model_ids else None
