@@ -31,6 +31,7 @@ from mergechat.core.api import (
     ReplyStarted,
     SwitchFinished,
 )
+from mergechat.core.engine.child import prune_logs
 from mergechat.core.engine.process import ProcessEngine
 from mergechat.core.engine.wire import RelayedStream
 from mergechat.core.settings.generation import GenerationSettings
@@ -159,7 +160,7 @@ def test_sigkill_mid_reply_keeps_the_partial_text_and_a_new_load_works(
     assert failed.partial_text and failed.partial_text == stream.received_text
     assert "engine process stopped" in failed.message
     crashed = harness.wait_for(EngineCrashed, timeout=30)
-    assert "SIGKILL" in crashed.message and crashed.log.endswith("engine.log")
+    assert "SIGKILL" in crashed.message and crashed.log.endswith(f"engine-{pid}.log")
     assert harness.process.state is None and harness.process.pid is None
     assert stream.closed
 
@@ -232,3 +233,29 @@ def test_shutdown_ends_the_process_without_a_crash_notice(
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not any(isinstance(e, EngineCrashed) for e in list(harness.queue.queue))
+
+
+def test_each_engine_process_writes_its_own_log(
+    harness: ProcessHarness, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = ProcessEngine(lambda _event: None, probe_cache=probe_cache(tmp_path_factory))
+    other.start()
+    try:
+        logs = [harness.process.log_path, other.log_path]
+        pids = [harness.process.pid, other.pid]
+        assert all(log is not None and log.is_file() for log in logs)
+        assert [log.name for log in logs if log] == [f"engine-{pid}.log" for pid in pids]
+        assert logs[0] != logs[1]
+    finally:
+        other.shutdown()
+
+
+def test_only_the_newest_engine_logs_are_kept(tmp_path: Path) -> None:
+    for age, pid in enumerate((11, 12, 13, 14)):
+        log = tmp_path / f"engine-{pid}.log"
+        log.write_text("log")
+        os.utime(log, (1000 + age, 1000 + age))
+    (tmp_path / "engine.log").write_text("an older release's log")
+    prune_logs(tmp_path, 2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["engine-13.log", "engine-14.log", "engine.log"]

@@ -1,12 +1,16 @@
 """`EngineChild`: one engine process, its two pipes and the replies it has not ended yet.
 
 `ProcessEngine` starts one on first use and a new one after a crash. The process's output goes
-to ``engine.log`` in the cache dir, never to the terminal the app draws on.
+to its own ``engine-<pid>.log`` in the cache dir (several run at once in a comparison), never
+to the terminal the app draws on; the newest few logs are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +26,11 @@ from mergechat.core.engine.wire import RelayedStream
 from mergechat.core.settings import locations
 
 #: The engine process's stdout and stderr (library warnings, a crash's traceback).
-LOG_NAME = "engine.log"
+LOG_NAME = "engine-{pid}.log"
+#: How many engine logs stay in the cache dir (a comparison runs up to four processes).
+KEEP_LOGS = 8
+_LOG_FILE = re.compile(r"engine-\d+\.log")
+_starting = itertools.count()
 
 
 _MAIN = "from mergechat.core.engine.worker import main; main(sys.argv[1:])"
@@ -41,7 +49,9 @@ class EngineChild:
     """One engine process, its pipes, its reader thread and the replies it has not ended."""
 
     def __init__(self, probe_cache: Path | None, env: Mapping[str, str] | None = None) -> None:
-        self.log_path = locations.cache_dir() / LOG_NAME
+        # Named once its pid is known: the log opens before the process starts.
+        folder = locations.cache_dir()
+        self.log_path = folder / f"engine-starting-{os.getpid()}-{next(_starting)}.log"
         # Appended to the engine's path, so it finds this very package only when nothing else
         # would (a source checkout run without installing).
         source = str(Path(mergechat.__file__).resolve().parent.parent)
@@ -68,6 +78,8 @@ class EngineChild:
         finally:
             os.close(cmd_read)
             os.close(event_write)
+        self.log_path = _named_log(self.log_path, folder / LOG_NAME.format(pid=self.process.pid))
+        prune_logs(folder, KEEP_LOGS)
         self.commands = Connection(cmd_write, readable=False)
         self.events = Connection(event_read, writable=False)
         self.send_lock = threading.Lock()
@@ -101,6 +113,27 @@ class EngineChild:
             how = f"exited with status {code}"
         last = _last_error_line(self.log_path)
         return f"{how}: {last}" if last else how
+
+
+def _named_log(path: Path, target: Path) -> Path:
+    """``path`` renamed to ``target`` (the process keeps writing to it); ``path`` if it cannot."""
+    try:
+        path.rename(target)
+    except OSError:
+        return path
+    return target
+
+
+def prune_logs(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``engine-<pid>.log`` files in ``folder``."""
+    try:
+        logs = [p for p in folder.iterdir() if _LOG_FILE.fullmatch(p.name)]
+        logs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in logs[keep:]:
+        with contextlib.suppress(OSError):  # another app pruned it, or it is not ours to delete
+            old.unlink()
 
 
 def _last_error_line(path: Path) -> str:

@@ -24,9 +24,8 @@ from mergechat.core.api import (
 )
 from mergechat.core.client_base import ModelClient
 from mergechat.core.client_commands import CancelCommand, Command, GenerateCommand, StopCommand
-from mergechat.core.engine.child import LOG_NAME, EngineChild
+from mergechat.core.engine.child import EngineChild
 from mergechat.core.engine.wire import ChunkMessage, Message, RelayedStream, StartedMessage
-from mergechat.core.settings import locations
 
 
 class ProcessEngine(ModelClient):
@@ -56,9 +55,10 @@ class ProcessEngine(ModelClient):
         return child.process.pid if child is not None and not child.dead else None
 
     @property
-    def log_path(self) -> Path:
-        """Where the engine process writes its output."""
-        return locations.cache_dir() / LOG_NAME
+    def log_path(self) -> Path | None:
+        """Where the engine process running now writes its output (None: none runs)."""
+        child = self._child
+        return child.log_path if child is not None else None
 
     def start(self) -> None:
         """Start the engine process now (idempotent; every command starts one when needed)."""
