@@ -13,7 +13,7 @@ import pytest
 from fixtures.fake_engine import FakeEngine
 from mergechat.cli.oneshot import EXIT_INTERRUPTED, OneShotRequest, run_oneshot
 from mergechat.cli.oneshot_history import OneShotHistory
-from mergechat.core.api import EngineEvent, EventSink, LoadRequest, ReplyFinished, ReplyStarted
+from mergechat.core.api import EventSink, LoadRequest, ReplyFinished
 from mergechat.core.errors import MergechatError
 from mergechat.core.model.target import model_key
 from mergechat.core.settings.generation import GenerationSettings
@@ -128,31 +128,33 @@ def test_a_write_failing_mid_reply_turns_history_off_with_one_warning(tmp_path: 
 
 
 def test_sigterm_saves_the_partial_reply_and_exits_143(tmp_path: Path) -> None:
-    started = threading.Event()
+    printed = threading.Event()
 
-    def kill_when_streaming() -> None:
-        # Only once the reply streams: a SIGTERM without one-shot's handler would end pytest.
-        if started.wait(10):
+    def kill_when_printed() -> None:
+        # Only once reply text is out (the handler is installed by then): a SIGTERM without
+        # one-shot's handler would end pytest itself.
+        if printed.wait(10):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    class Streaming(FakeEngine):
-        def _emit(self, event: EngineEvent) -> None:
-            super()._emit(event)
-            if isinstance(event, ReplyStarted):
-                threading.Timer(0.05, started.set).start()
+    class Terminal(io.StringIO):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if text.strip():
+                printed.set()
+            return written
 
-    killer = threading.Thread(target=kill_when_streaming)
+    killer = threading.Thread(target=kill_when_printed)
     killer.start()
-    out, err = io.StringIO(), io.StringIO()
+    out, err = Terminal(), io.StringIO()
     request = OneShotRequest(LoadRequest(tmp_path), "Hi there", SETTINGS)
     code = run_oneshot(
         request,
         out=out,
         err=err,
-        engine_factory=lambda sink: Streaming(sink, _script(reply="x" * 400, token_delay=0.01)),
+        engine_factory=lambda sink: FakeEngine(sink, _script(reply="x" * 400, token_delay=0.01)),
     )
     killer.join()
-    assert started.is_set()
+    assert printed.is_set()
     assert code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
     reply = saved()[0].messages[1]

@@ -55,6 +55,7 @@ def _run_main(args: argparse.Namespace) -> int:
     from mergechat.cli.oneshot import OneShotRequest, run_oneshot
     from mergechat.core.detect.devices import require_device
     from mergechat.core.model.inspection import inspect_model
+    from mergechat.core.termination import end_process, signal_exit_code
 
     # Cheap checks first (no weights read), so a bad device or folder is exit 2, not a failed load.
     require_device(args.device or "auto")
@@ -62,7 +63,7 @@ def _run_main(args: argparse.Namespace) -> int:
     # Files that are not a model fail here; problems that stop it from chatting (no tokenizer,
     # unknown architecture...) fail the load's strict inspection, also before any weight is read.
     inspect_model(args.path)
-    return run_oneshot(
+    code = run_oneshot(
         OneShotRequest(
             load=load_request(args),
             prompt=args.prompt,
@@ -72,6 +73,11 @@ def _run_main(args: argparse.Namespace) -> int:
             raw=args.raw,
         )
     )
+    if signal_exit_code(code):
+        # The reply is saved and the engine told to stop, but its thread may still be in a
+        # torch op: leave without interpreter shutdown, which would abort ("terminate called").
+        end_process(code)
+    return code
 
 
 def _history_enabled() -> bool:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 
 def termination_signals() -> list[int]:
@@ -93,6 +93,20 @@ def remove_loop_handlers(loop: asyncio.AbstractEventLoop, signums: list[int]) ->
     for signum in signums:
         with suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signum)
+
+
+def signal_exit_code(code: int) -> bool:
+    """True when ``code`` is the exit code of a run ended by SIGHUP or SIGTERM (128 + N)."""
+    return code - 128 in termination_signals()
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process without interpreter shutdown: an engine
+    thread still inside a torch operation would otherwise abort it during finalization."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a hung-up terminal or a closed stream
+            stream.flush()
+    os._exit(code)
 
 
 def exit_watchdog(seconds: float, code: int) -> threading.Timer:
