@@ -137,9 +137,7 @@ class Column:
             self.load_s = time.perf_counter() - self.load_started
             self.notes += event.warnings
             out += [CompareNote(self.index, w) for w in event.warnings]
-            out.append(
-                ComparePhase(self.index, "loaded", f"{event.state.device} {event.state.dtype}")
-            )
+            out.append(ComparePhase(self.index, "loaded", state=event.state))
         elif isinstance(event, LoadFailed):
             self.error, self.busy = event.message, None
             out.append(ComparePhase(self.index, "failed", event.message))
@@ -168,10 +166,9 @@ class Column:
                 CompareSwitched(self.index, None, self.error),
                 ComparePhase(self.index, "failed", self.error),
             ]
-        loaded = f"{self.state.device} {self.state.dtype}"
         return [
             CompareSwitched(self.index, self.state, error),
-            ComparePhase(self.index, "loaded", loaded),
+            ComparePhase(self.index, "loaded", state=self.state),
         ]
 
     def _reply_event(self, event: EngineEvent) -> list[CompareEvent]:

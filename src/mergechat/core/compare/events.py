@@ -61,12 +61,14 @@ class ComparePlaced:
 
 @dataclass(frozen=True)
 class ComparePhase:
-    """Model ``index`` moved to ``phase``; ``fraction`` (0..1) during a load."""
+    """Model ``index`` moved to ``phase``; ``fraction`` (0..1) during a load; ``state`` the
+    loaded model on a "loaded" phase (its device and precision travel as data, not text)."""
 
     index: int
     phase: Phase
     detail: str = ""
     fraction: float | None = None
+    state: ModelState | None = None
 
 
 @dataclass(frozen=True)

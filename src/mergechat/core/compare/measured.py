@@ -9,19 +9,21 @@ from dataclasses import replace
 from mergechat.core.compare.column import Column
 from mergechat.core.compare.divergence import divergence
 from mergechat.core.compare.events import ModelResult
-from mergechat.core.compare.plan import ComparePlan, same_tokenizer
 from mergechat.core.streaming import ReplyStream
 
 
-def measured_results(columns: Sequence[Column], plan: ComparePlan) -> tuple[ModelResult, ...]:
-    """The results in column order; divergence only against the base's reply to this prompt."""
+def measured_results(
+    columns: Sequence[Column], base_index: int, *, by_token: bool
+) -> tuple[ModelResult, ...]:
+    """The results in column order; divergence only against the base's reply to this prompt,
+    by token when ``by_token`` (every vocabulary the same), else by word."""
     results = [c.result() for c in columns]
-    base = columns[plan.base]
+    base = columns[base_index]
     if not base.reply or base.reply_error:
         return tuple(results)
-    base_ids = token_ids(base.stream) if same_tokenizer(plan) else None
+    base_ids = token_ids(base.stream) if by_token else None
     for i, col in enumerate(columns):
-        if i == plan.base or col.finish is None or col.stats is None:
+        if i == base_index or col.finish is None or col.stats is None:
             continue  # no reply to this prompt (failed, or skipped by a stop)
         ids = token_ids(col.stream) if base_ids is not None else None
         found = divergence(base.reply, col.reply, base_ids=base_ids if ids else None, ids=ids)

@@ -8,6 +8,7 @@ imports torch or Textual: clients come from an injected factory, results go to a
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -169,7 +170,7 @@ class CompareRunner:
         if placement.together:
             for col in self._columns:
                 self._score(col, messages, settings)
-        results = measured_results(self._columns, self.plan)
+        results = measured_results(self._columns, self.plan.base, by_token=self._by_token)
         for result in results:
             self._sink(CompareModelDone(result))
         stopped = self._stop.is_set()
@@ -209,6 +210,12 @@ class CompareRunner:
             self._unload(col, quiet=True)
 
     # -- steps ----------------------------------------------------------------------------------
+    @functools.cached_property
+    def _by_token(self) -> bool:
+        """Whether every model has the same vocabulary, so replies compare token by token; read
+        once (it parses each tokenizer file), on the runner thread."""
+        return same_tokenizer(self.plan)
+
     @staticmethod
     def _kept(placement: Placement, col: Column) -> bool:
         """Whether ``col`` stays loaded between prompts (all together, or a served model)."""
@@ -291,7 +298,7 @@ class CompareRunner:
             col.agreement_note = "this engine cannot score agreement"
             return
         self._phase(col, "scoring")
-        ids = token_ids(reference.stream) if same_tokenizer(self.plan) else None
+        ids = token_ids(reference.stream) if self._by_token else None
         col.begin("score", scorer(messages, settings, reference.reply, reference_ids=ids))
         self._wait([col])
         self._phase(col, "done")

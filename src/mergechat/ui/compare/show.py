@@ -85,9 +85,8 @@ def show_event(host: ShowHost, event: CompareEvent) -> None:
             "detail": event.detail,
             "fraction": event.fraction,
         }
-        if event.phase == "loaded":  # "device dtype", read from the loaded model
-            device, _, dtype = event.detail.rpartition(" ")
-            changes.update(device=device, dtype=dtype, detail="")
+        if event.state is not None:  # loaded: the device and precision read from the model
+            changes.update(device=event.state.device, dtype=event.state.dtype)
         board.column(event.index).set_info(**changes)
     elif isinstance(event, CompareText):
         board.column(event.index).append(event.delta)
