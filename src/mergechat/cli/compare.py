@@ -17,7 +17,7 @@ from mergechat.cli.args import (
     generation_overrides,
 )
 from mergechat.cli.checks import require_terminal, text_argument
-from mergechat.cli.oneshot import warn
+from mergechat.cli.output import warn
 from mergechat.core.compare.clients import default_factory
 from mergechat.core.compare.events import (
     CompareEvent,
@@ -203,8 +203,10 @@ def run_compare(
     overrides = generation_overrides(args)
     overrides.setdefault("temperature", 0.0)  # greedy unless asked: replies can be compared
     settings = GenerationSettings(**overrides)  # type: ignore[arg-type]
+    # None: the config's [history] enabled decides; --no-history: never.
+    record = False if args.no_history else record_history
     if args.prompt is None:
-        return run_view(args, plan, settings, factory=factory, record_history=record_history)
+        return run_view(args, plan, settings, factory=factory, record_history=record)
     printer = _Printer(plan, out, err, args.json)
     runner = CompareRunner(
         plan,
@@ -223,7 +225,7 @@ def run_compare(
         return 130
     finally:
         runner.close()
-    _save(args, settings, results, err, record_history)
+    _save(args.prompt, settings, results, err, record)
     if args.json:
         data = {"prompt": args.prompt, "models": [result_json(r) for r in results]}
         if runner.placement is not None:
@@ -269,14 +271,14 @@ def run_view(
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
-        record_history=False if args.no_history else record_history,
+        record_history=record_history,
         factory=factory,
     )
     return run_compare_app(options)
 
 
 def _save(
-    args: argparse.Namespace,
+    prompt: str,
     settings: GenerationSettings,
     results: tuple[ModelResult, ...],
     err: TextIO,
@@ -285,8 +287,6 @@ def _save(
     from mergechat.core.compare.history import record_comparison
 
     try:
-        record_comparison(
-            args.prompt, settings, results, enabled=False if args.no_history else record
-        )
+        record_comparison(prompt, settings, results, enabled=record)
     except HistoryUnavailable as exc:
         warn(f"history is off: {exc.message}", err)
