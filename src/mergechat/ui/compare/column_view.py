@@ -15,6 +15,7 @@ from textual.widgets import Static
 
 from mergechat.core.compare.events import ModelResult, Phase
 from mergechat.core.compare.plan import CompareModel
+from mergechat.core.dtypes import DType
 from mergechat.core.visible import escape_control
 from mergechat.ui.compare.keys import COLUMN_BINDINGS
 from mergechat.ui.compare.results import result_lines
@@ -40,7 +41,7 @@ class ColumnInfo:
     fraction: float | None = None
     device: str = ""
     #: The precision read from the loaded model (`ModelState.dtype`), never the plan's.
-    dtype: str = ""
+    dtype: DType | None = None
     tokens_per_s: float | None = None
 
     def status(self) -> Content:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mergechat.core.api import CapabilitiesReady, ModelState
-from mergechat.core.dtypes import DTYPES, DType
+from mergechat.core.dtypes import DType
 from mergechat.core.model.target import precision_help
 from mergechat.core.visible import escape_control
 from mergechat.ui.compare.column_view import CompareColumn
@@ -47,11 +47,10 @@ def precision_menu(
         return precision_help(model.path)
     if column.info.phase == "failed" and not column.info.dtype:
         return f"{model.label} is out of the comparison: {column.error}"
-    dtype = next((d for d in DTYPES if d == column.info.dtype), None)
     ready, state = detection
     # The loaded model's device, else the one the detector recommends (it loads there).
     device = state.device_id if state is not None else None
     if device is None and ready is not None and ready.assessment is not None:
         device = ready.assessment.recommendation.device
     verdicts = precision_verdicts(ready, device, state)
-    return ColumnPrecisionScreen(model.label, dtype, verdicts, after_reply=busy)
+    return ColumnPrecisionScreen(model.label, column.info.dtype, verdicts, after_reply=busy)
